@@ -1,0 +1,389 @@
+"""Turn a set of changed paths into one commit on the checked-out branch.
+
+Cost grows with the change: each path is compared with HEAD's tree, the new tree is built
+with tree builders along the changed paths only, and the branch is moved with a
+compare-and-swap. The index, whose rewrite costs time in proportion to the whole tree, is
+brought up to date afterwards (``sync_index``), off the write-to-commit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pygit2
+from pygit2.enums import RepositoryState
+
+from assistant.changes import Change, Entry, classify, commit_message
+from assistant.config import Settings
+from assistant.gitrepo import worktree_root
+from assistant.guard import DeletionWindow, is_mass_deletion
+from assistant.ignore import IgnoreRules
+from assistant.node import NodeIdentity
+from assistant.treeedit import apply_edits, entry_at, files_under
+from assistant.worktree import (
+    MODE_TREE,
+    Absent,
+    ParentCheck,
+    Present,
+    Skipped,
+    read_path,
+    walk_files,
+)
+
+log = logging.getLogger("annexsync.commit")
+
+_STATE_NAMES = {
+    RepositoryState.MERGE: "merge",
+    RepositoryState.REVERT: "revert",
+    RepositoryState.REVERT_SEQUENCE: "revert",
+    RepositoryState.CHERRYPICK: "cherry-pick",
+    RepositoryState.CHERRYPICK_SEQUENCE: "cherry-pick",
+    RepositoryState.BISECT: "bisect",
+    RepositoryState.REBASE: "rebase",
+    RepositoryState.REBASE_INTERACTIVE: "rebase",
+    RepositoryState.REBASE_MERGE: "rebase",
+    RepositoryState.APPLY_MAILBOX: "git am",
+    RepositoryState.APPLY_MAILBOX_OR_REBASE: "rebase",
+}
+
+
+@dataclass
+class CommitResult:
+    """What one attempt produced. ``blocked`` set means nothing was looked at: retry later."""
+
+    commit: str | None = None
+    changes: list[Change] = field(default_factory=list)
+    requeue: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    blocked: str | None = None
+    retry_soon: bool = False
+
+
+def collapse(paths: Iterable[str]) -> list[str]:
+    """Drop paths that lie under another path of the set ('' stands for the whole tree)."""
+    ordered = sorted(set(paths))
+    if "" in ordered:
+        return [""]
+    kept: list[str] = []
+    for path in ordered:
+        if kept and path.startswith(kept[-1] + "/"):
+            continue
+        kept.append(path)
+    return kept
+
+
+class AutoCommitter:
+    """The one object that writes commits, refs and the index of a repository."""
+
+    def __init__(self, repo: pygit2.Repository, identity: NodeIdentity, settings: Settings) -> None:
+        self.repo = repo
+        self.root = worktree_root(repo)
+        self.identity = identity
+        self.settings = settings
+        self.rules = IgnoreRules(repo, settings.ignore)
+        self.held: set[str] = set()
+        self.large: dict[str, int] = {}
+        self.nested: set[str] = set()
+        self.window = DeletionWindow()
+        self.last_commit: str | None = None
+        self.last_summary: str | None = None
+        self._warned: set[tuple[str, str]] = set()
+        self._index_pending: dict[str, Entry | None] = {}
+        self._index_head: str | None = None
+
+    # --- preconditions -------------------------------------------------------------------
+    def blocked_reason(self) -> tuple[str, bool] | None:
+        """Why no commit may be made now, and whether to retry soon (a lock) or wait."""
+        if not self.root.is_dir():
+            return "the working tree root is missing", False
+        if self.repo.head_is_detached:
+            return "HEAD is detached; auto-commit is paused until a branch is checked out", False
+        state = self.repo.state()
+        if state != RepositoryState.NONE:
+            return f"a {_STATE_NAMES.get(state, 'git operation')} is in progress", False
+        if os.path.exists(os.path.join(self.repo.path, "index.lock")):
+            return "another git process holds .git/index.lock", True
+        return None
+
+    # --- the commit ------------------------------------------------------------------------
+    def commit_paths(
+        self, paths: Iterable[str], allow_deletions: bool = False, now: float | None = None
+    ) -> CommitResult:
+        """Commit what changed at ``paths`` (files or directories, relative, posix)."""
+        blocked = self.blocked_reason()
+        if blocked:
+            return CommitResult(blocked=blocked[0], retry_soon=blocked[1])
+        wanted = set(paths)
+        if allow_deletions:
+            wanted |= self.held
+        now = time.monotonic() if now is None else now
+        for _attempt in range(5):
+            try:
+                return self._commit_once(wanted, allow_deletions, now)
+            except _BranchMoved:
+                continue
+        return CommitResult(blocked="the branch keeps moving under us", retry_soon=True)
+
+    def _commit_once(self, paths: set[str], allow_deletions: bool, now: float) -> CommitResult:
+        repo = self.repo
+        branch = repo.references["HEAD"].target
+        assert isinstance(branch, str)
+        parent = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
+        base = parent.tree if parent is not None else None
+        old, new, data, requeue = self._evaluate(paths, base)
+        result = CommitResult(requeue=requeue)
+        deletions = sorted(p for p, e in new.items() if e is None)
+        if allow_deletions:
+            self.held.clear()
+        elif deletions and self._must_hold(deletions, old, new, base, now):
+            self.held.update(deletions)
+            result.held = deletions
+            for path in deletions:
+                del new[path]
+            log.warning(
+                "holding %d deletions (%s): run 'annexsync sync --allow-deletions' to commit "
+                "them, or restore the files",
+                len(self.held),
+                "mass deletion guard",
+            )
+        if not new:
+            return result
+        for path, entry in new.items():
+            if entry is not None and path in data:
+                repo.create_blob(data[path])
+        tree = apply_edits(repo, base, new)
+        if base is not None and tree == base.id:
+            return result
+        changes = classify({p: old.get(p) for p in new}, new)
+        message = commit_message(changes, self.identity.name)
+        signature = self._signature()
+        try:
+            commit = repo.create_commit(
+                branch, signature, signature, message, tree, [parent.id] if parent else []
+            )
+        except pygit2.GitError as exc:
+            if "not the first parent" in str(exc):
+                raise _BranchMoved from None
+            raise
+        deleted = sum(1 for e in new.values() if e is None)
+        self.window.record(now, deleted)
+        self.last_commit = str(commit)
+        self.last_summary = message.split("\n", 1)[0]
+        self._index_pending.update(new)
+        self._index_head = str(commit)
+        result.commit = str(commit)
+        result.changes = changes
+        return result
+
+    def _must_hold(
+        self,
+        deletions: list[str],
+        old: dict[str, Entry | None],
+        new: dict[str, Entry | None],
+        base: pygit2.Tree | None,
+        now: float,
+    ) -> bool:
+        recent = self.window.recent(now)
+        tracked = self.tracked_count()
+        pending_total = len(self.held | set(deletions)) + recent
+        if is_mass_deletion(pending_total, tracked + recent, self.settings.massdelete):
+            return True
+        if self.held:
+            return True
+        if base is not None and len(deletions) >= 2 and self.settings.massdelete.enabled:
+            survivors = [p for p, e in new.items() if e is not None]
+            if not survivors and tracked <= len(deletions):
+                return True
+        return False
+
+    def tracked_count(self) -> int:
+        """How many files the index tracks (kept in step with HEAD by ``sync_index``)."""
+        with contextlib.suppress(pygit2.GitError):
+            self.repo.index.read(False)
+        return len(self.repo.index)
+
+    def _signature(self) -> pygit2.Signature:
+        config = self.repo.config
+        try:
+            return pygit2.Signature(config["user.name"], config["user.email"])
+        except (KeyError, ValueError, pygit2.GitError):
+            return pygit2.Signature(self.identity.name, f"annexsync@{self.identity.name}")
+
+    # --- reading the working tree ------------------------------------------------------
+    def _evaluate(
+        self, paths: set[str], base: pygit2.Tree | None
+    ) -> tuple[dict[str, Entry | None], dict[str, Entry | None], dict[str, bytes], list[str]]:
+        """Compare the disk with ``base`` at ``paths``: old and new entries of changed files,
+        the bytes of new blobs, and paths to look at again later."""
+        check = ParentCheck(self.root, self._note_nested)
+
+        def tracked(rel: str) -> bool:
+            return entry_at(base, rel) is not None
+
+        def skip_dir(rel: str) -> bool:
+            if not check.dir_ok(rel):
+                return True
+            return self.rules.is_ignored(rel, is_dir=True) and not tracked(rel)
+
+        def skip_file(rel: str) -> bool:
+            return self.rules.is_ignored(rel) and not tracked(rel)
+
+        candidates: set[str] = set()
+        for path in collapse(paths):
+            candidates.update(f for f, _ in files_under(self.repo, base, path))
+            if path == "" or (
+                check.parents_ok(path)
+                and (self.root / path).is_dir()
+                and not (self.root / path).is_symlink()
+            ):
+                if path == "" or check.dir_ok(path):
+                    candidates.update(walk_files(self.root, path, skip_dir, skip_file))
+            else:
+                candidates.add(path)
+
+        old: dict[str, Entry | None] = {}
+        new: dict[str, Entry | None] = {}
+        data: dict[str, bytes] = {}
+        requeue: list[str] = []
+        for path in sorted(candidates):
+            node = entry_at(base, path)
+            head = (
+                None
+                if node is None or node.filemode == MODE_TREE
+                else Entry(str(node.id), node.filemode)
+            )
+            if head is None and skip_file(path):
+                continue
+            if not _encodable(path):
+                self._warn_once("badname", path, "file name is not valid UTF-8; not committed")
+                continue
+            if not check.parents_ok(path):
+                if any(path.startswith(n + "/") for n in self.nested):
+                    continue
+                state: Present | Absent | Skipped = Absent()
+            else:
+                state = read_path(self.root, path, self.settings.largefiles)
+            if isinstance(state, Present):
+                self.held.discard(path)
+                self.large.pop(path, None)
+                if state.entry != head:
+                    old[path], new[path] = head, state.entry
+                    data[path] = state.data
+            elif isinstance(state, Absent):
+                self.large.pop(path, None)
+                if head is not None:
+                    old[path], new[path] = head, None
+            elif state.reason == "unsettled":
+                requeue.append(path)
+            elif state.reason == "large":
+                if path not in self.large:
+                    log.warning(
+                        "not committing %s: larger than annexsync.largefiles (%s)",
+                        path,
+                        state.detail,
+                    )
+                self.large[path] = int(state.detail.split()[0])
+            else:
+                self._warn_once(state.reason, path, f"not committed: {state.detail}")
+        return old, new, data, requeue
+
+    def _note_nested(self, reldir: str) -> None:
+        if reldir not in self.nested:
+            self.nested.add(reldir)
+            log.warning("not committing %s/: it is a nested git repository", reldir)
+
+    def _warn_once(self, reason: str, path: str, message: str) -> None:
+        if (reason, path) not in self._warned:
+            self._warned.add((reason, path))
+            log.warning("%s: %s", path, message)
+
+    # --- whole-tree scans --------------------------------------------------------------
+    def scan_candidates(self) -> list[str]:
+        """Paths where the working tree or index may differ from HEAD (uses git's stat cache)."""
+        status = self.repo.status(untracked_files="all", ignored=False)
+        return sorted(
+            path.rstrip("/")
+            for path, flags in status.items()
+            if flags not in (pygit2.GIT_STATUS_CURRENT, pygit2.GIT_STATUS_IGNORED)
+        )
+
+    # --- the index -----------------------------------------------------------------------
+    @property
+    def index_dirty(self) -> bool:
+        return bool(self._index_pending)
+
+    def sync_index(self) -> bool:
+        """Write our commits' entries into the index; False when it must be retried later."""
+        if not self._index_pending:
+            return True
+        repo = self.repo
+        if repo.head_is_unborn or str(repo.head.target) != self._index_head:
+            self._index_pending.clear()  # someone else moved HEAD; they own the index now
+            return True
+        if os.path.exists(os.path.join(repo.path, "index.lock")):
+            return False
+        index = repo.index
+        try:
+            index.read(False)
+        except pygit2.GitError:
+            return False
+        pending = sorted(self._index_pending.items(), key=lambda item: item[1] is not None)
+        for path, entry in pending:
+            if entry is None:
+                with contextlib.suppress(OSError, pygit2.GitError, KeyError):
+                    index.remove(path)
+                continue
+            try:
+                index.add(path)
+                current = index[path]
+                if str(current.id) == entry.oid and current.mode == entry.mode:
+                    continue
+            except (OSError, pygit2.GitError, KeyError, ValueError):
+                pass
+            index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), entry.mode))
+        try:
+            index.write()
+        except pygit2.GitError:
+            return False
+        self._index_pending.clear()
+        return True
+
+    def repair_index(self) -> None:
+        """Make the index agree with HEAD where it does not (after a crash between a commit
+        and its index write), so `git status` tells the truth."""
+        if self.repo.head_is_unborn or self.repo.head_is_detached:
+            return
+        head = self.repo.head.peel(pygit2.Commit)
+        try:
+            self.repo.index.read(False)
+            diff = self.repo.index.diff_to_tree(head.tree)
+        except pygit2.GitError:
+            return
+        for delta in diff.deltas:
+            for path in {delta.old_file.path, delta.new_file.path}:
+                node = entry_at(head.tree, path)
+                self._index_pending[path] = (
+                    None
+                    if node is None or node.filemode == MODE_TREE
+                    else Entry(str(node.id), node.filemode)
+                )
+        if self._index_pending:
+            self._index_head = str(head.id)
+            self.sync_index()
+
+
+class _BranchMoved(Exception):
+    """The branch changed between reading HEAD and moving it: start over."""
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

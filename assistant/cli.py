@@ -1,0 +1,275 @@
+"""The ``annexsync`` command line: every failure is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from assistant import __version__
+from assistant.autocommit import AutoCommitter
+from assistant.config import read_settings
+from assistant.daemon import lifecycle
+from assistant.daemon.control import request, socket_path
+from assistant.errors import AnnexsyncError
+from assistant.gitrepo import open_worktree, state_dir, worktree_root
+from assistant.node import ensure_initialised
+
+EXIT_HELD = 3
+
+
+def _add_chdir(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-C",
+        dest="chdir",
+        action="append",
+        metavar="PATH",
+        default=default,
+        help="run as if started in PATH (like git -C)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="annexsync",
+        description="Keep a git working tree replicated between machines.",
+    )
+    parser.add_argument("--version", action="version", version=f"annexsync {__version__}")
+    _add_chdir(parser, [])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    init = commands.add_parser("init", help="record this node's uuid and name")
+    init.add_argument("--name", help="node name (a single ref component)")
+    init.set_defaults(func=cmd_init)
+
+    assistant = commands.add_parser("assistant", help="run the daemon that commits and syncs")
+    mode = assistant.add_mutually_exclusive_group()
+    mode.add_argument("--foreground", action="store_true", help="do not detach")
+    mode.add_argument("--stop", action="store_true", help="stop the running assistant")
+    assistant.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    assistant.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    assistant.set_defaults(func=cmd_assistant)
+
+    status = commands.add_parser("status", help="show what the assistant is doing")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    sync = commands.add_parser("sync", help="commit pending changes now")
+    sync.add_argument(
+        "--allow-deletions",
+        action="store_true",
+        help="commit deletions held by the mass-deletion guard",
+    )
+    sync.add_argument("--json", action="store_true", help="machine-readable output")
+    sync.set_defaults(func=cmd_sync)
+
+    for sub in commands.choices.values():
+        _add_chdir(sub, argparse.SUPPRESS)
+    return parser
+
+
+def resolve_dir(chdirs: list[str]) -> Path:
+    """Apply each -C in turn, relative to the previous one, as git does."""
+    path = Path.cwd()
+    for item in chdirs:
+        path = path / item if item else path
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, resolve_dir(args.chdir)))
+    except AnnexsyncError as exc:
+        print(f"annexsync: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:
+        if os.environ.get("ANNEXSYNC_DEBUG"):
+            raise
+        print(f"annexsync: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 70
+
+
+def _open(path: Path, name: str | None = None):  # type: ignore[no-untyped-def]
+    repo = open_worktree(path)
+    identity = ensure_initialised(repo, name)
+    return repo, identity
+
+
+def cmd_init(args: argparse.Namespace, path: Path) -> int:
+    repo, identity = _open(path, args.name)
+    print(f"annexsync node {identity.name} ({identity.uuid}) in {worktree_root(repo)}")
+    return 0
+
+
+def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
+    if args.stop:
+        repo = open_worktree(path)
+        pid = lifecycle.stop_running(state_dir(repo))
+        print(f"assistant stopped (pid {pid})")
+        return 0
+    try:
+        repo, identity = _open(path)
+        settings = read_settings(repo.config)
+    except AnnexsyncError as exc:
+        lifecycle.report_ready(args.ready_fd, str(exc))
+        raise
+    state = state_dir(repo)
+    if not args.foreground:
+        pid = lifecycle.running_pid(state)
+        if pid is not None:
+            raise lifecycle.AlreadyRunningError(
+                f"an assistant is already running for this repository (pid {pid}); "
+                "stop it with 'annexsync assistant --stop'"
+            )
+        extra = ["--verbose"] if args.verbose else []
+        pid = lifecycle.spawn_detached(worktree_root(repo), extra)
+        print(f"assistant started (pid {pid}); log: {state / lifecycle.LOG_NAME}")
+        return 0
+    lock = lifecycle.InstanceLock(state)
+    try:
+        lock.acquire()
+    except AnnexsyncError as exc:
+        lifecycle.report_ready(args.ready_fd, str(exc))
+        raise
+    try:
+        lifecycle.setup_logging(
+            state, identity.name, to_stderr=args.ready_fd is None, verbose=args.verbose
+        )
+        from assistant.daemon.app import Assistant
+
+        daemon = Assistant(repo, identity, settings)
+        asyncio.run(daemon.run(on_ready=lambda: lifecycle.report_ready(args.ready_fd)))
+    except Exception as exc:
+        lifecycle.report_ready(args.ready_fd, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        lock.release()
+    return 0
+
+
+def _local_status(repo, identity) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from assistant.daemon.app import head_info
+
+    committer = AutoCommitter(repo, identity, read_settings(repo.config))
+    changed = committer.scan_candidates()
+    blocked = committer.blocked_reason()
+    return {
+        "running": False,
+        "node": identity.name,
+        "uuid": identity.uuid,
+        "root": str(worktree_root(repo)),
+        **head_info(repo),
+        "pending": changed[:200],
+        "pending_count": len(changed),
+        "writing": [],
+        "held": [],
+        "large": {},
+        "nested": [],
+        "paused": blocked[0] if blocked else None,
+        "peers": [],
+    }
+
+
+def cmd_status(args: argparse.Namespace, path: Path) -> int:
+    repo, identity = _open(path)
+    reply = request(socket_path(state_dir(repo)), {"cmd": "status"})
+    status = reply if reply and reply.get("ok") else _local_status(repo, identity)
+    status.pop("ok", None)
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        print(format_status(status))
+    return 0
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable status report."""
+    lines = [f"node:      {status['node']} ({status['uuid']})"]
+    if status.get("running"):
+        watch = status.get("watch", {})
+        how = (
+            f"watching {watch.get('directories')} directories with inotify"
+            if watch.get("mode") == "inotify"
+            else f"rescanning ({watch.get('message')})"
+        )
+        lines.append(f"assistant: running (pid {status['pid']}), {how}")
+    else:
+        lines.append("assistant: not running (start it with 'annexsync assistant')")
+    head = status.get("last_commit")
+    where = status.get("branch") or "(detached HEAD)"
+    if head:
+        lines.append(f"branch:    {where} at {head['id'][:10]} {head['summary']}")
+    else:
+        lines.append(f"branch:    {where} (no commits yet)")
+    if status.get("paused"):
+        lines.append(f"paused:    {status['paused']}")
+    count = status.get("pending_count", 0)
+    label = "pending" if status.get("running") else "uncommitted"
+    lines.append(
+        f"{label + ':':<10} {count} path{'s' if count != 1 else ''}"
+        + (f" ({len(status['writing'])} open for writing)" if status.get("writing") else "")
+    )
+    for path in status.get("pending", [])[:10]:
+        lines.append(f"           {path}")
+    if count > 10:
+        lines.append(f"           ... and {count - 10} more")
+    held = status.get("held", [])
+    if held:
+        lines.append(
+            f"held:      {len(held)} deletions held by the mass-deletion guard; "
+            "commit them with 'annexsync sync --allow-deletions' or restore the files"
+        )
+        lines.extend(f"           {p}" for p in held[:10])
+    for path, size in status.get("large", {}).items():
+        lines.append(f"large:     {path} ({size} bytes) is over annexsync.largefiles")
+    for path in status.get("nested", []):
+        lines.append(f"nested:    {path}/ is a git repository of its own and is not committed")
+    return "\n".join(lines)
+
+
+def cmd_sync(args: argparse.Namespace, path: Path) -> int:
+    repo, identity = _open(path)
+    reply = request(
+        socket_path(state_dir(repo)), {"cmd": "sync", "allow_deletions": args.allow_deletions}
+    )
+    if reply is None:
+        if lifecycle.running_pid(state_dir(repo)) is not None:
+            raise AnnexsyncError("the running assistant did not answer; try again")
+        committer = AutoCommitter(repo, identity, read_settings(repo.config))
+        result = committer.commit_paths(committer.scan_candidates(), args.allow_deletions)
+        committer.sync_index()
+        reply = {
+            "ok": result.blocked is None,
+            "error": result.blocked,
+            "commit": result.commit,
+            "summary": committer.last_summary if result.commit else None,
+            "held": sorted(committer.held),
+        }
+    if args.json:
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    if not reply.get("ok"):
+        raise AnnexsyncError(f"cannot commit now: {reply.get('error')}")
+    if not args.json:
+        if reply.get("commit"):
+            print(f"committed {reply['commit'][:10]} {reply['summary']}")
+        else:
+            print("nothing to commit")
+    if reply.get("held"):
+        print(
+            f"annexsync: {len(reply['held'])} deletions are held by the mass-deletion guard; "
+            "run 'annexsync sync --allow-deletions' to commit them",
+            file=sys.stderr,
+        )
+        return EXIT_HELD
+    return 0

@@ -1,0 +1,263 @@
+"""The assistant: starts every actor on one asyncio loop and stops them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from assistant.autocommit import AutoCommitter
+from assistant.config import Settings
+from assistant.daemon.committer import CommitActor
+from assistant.daemon.control import ControlServer, socket_path
+from assistant.daemon.limits import FALLBACK_RESCAN, count_dirs, read_watch_limit, watch_shortage
+from assistant.daemon.watcher import TreeWatcher
+from assistant.daemon.worker import RepoWorker
+from assistant.gitrepo import state_dir, worktree_root
+from assistant.node import NodeIdentity
+
+log = logging.getLogger("annexsync.assistant")
+
+HEALTH_INTERVAL = 5.0
+
+
+class Assistant:
+    """One repository's daemon: watcher, committer, rescanner and control socket."""
+
+    def __init__(self, repo: pygit2.Repository, identity: NodeIdentity, settings: Settings) -> None:
+        self.repo = repo
+        self.identity = identity
+        self.settings = settings
+        self.root = worktree_root(repo)
+        self.state = state_dir(repo)
+        self.worker = RepoWorker()
+        self.committer = AutoCommitter(repo, identity, settings)
+        self.actor: CommitActor | None = None
+        self.watcher: TreeWatcher | None = None
+        self.watch_mode = "starting"
+        self.watch_message: str | None = None
+        self.directories = 0
+        self.rescan_interval = settings.rescan
+        self.stop_event: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- start and stop ----------------------------------------------------------------
+    async def run(self, on_ready: Callable[[], None] = lambda: None) -> None:
+        loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        self.actor = CommitActor(self.worker, self.committer, self.settings)
+        await self._start_watching()
+        control = ControlServer(socket_path(self.state), self.handle)
+        await control.start()
+        try:
+            await self.worker.run(self.committer.repair_index)
+            self.actor.note_many(await self.worker.run(self.committer.scan_candidates))
+            self._spawn("committer", self.actor.run)
+            self._spawn("sanity", self._sanity_loop)
+            log.info("assistant started on %s (pid %d)", self.root, os.getpid())
+            self.started.set()
+            on_ready()
+            await self.stop_event.wait()
+            log.info("stopping: committing what is pending")
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            try:
+                await self.actor.flush()
+            finally:
+                await control.close()
+                self.worker.close()
+            log.info("assistant stopped")
+
+    def stop(self) -> None:
+        if self.stop_event is not None:
+            self.stop_event.set()
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run an actor; if it crashes, log it by name and restart it with a growing delay."""
+        delay = 0.1
+        while True:
+            try:
+                await factory()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in %.1fs", name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _start_watching(self) -> None:
+        assert self.actor is not None
+        self.directories = await asyncio.to_thread(count_dirs, self.root)
+        shortage = watch_shortage(self.directories, read_watch_limit())
+        if shortage is None:
+            self.watcher = TreeWatcher(
+                self.root,
+                Path(self.repo.path),
+                asyncio.get_running_loop(),
+                self.actor.note,
+                self.actor.git_changed,
+                self._root_gone,
+            )
+            try:
+                await asyncio.to_thread(self.watcher.start)
+                self.watch_mode = "inotify"
+                self.watch_message = None
+                self.rescan_interval = self.settings.rescan
+                return
+            except OSError as exc:
+                self.watcher.stop()
+                self.watcher = None
+                shortage = (
+                    f"cannot watch the tree ({exc.strerror or exc}); raise "
+                    f"fs.inotify.max_user_watches / max_user_instances with sysctl. Until then "
+                    f"changes are found by rescanning every {FALLBACK_RESCAN:g}s"
+                )
+        log.error("%s", shortage)
+        self.watch_mode = "rescan"
+        self.watch_message = shortage
+        self.rescan_interval = min(self.settings.rescan, FALLBACK_RESCAN)
+
+    def _root_gone(self) -> None:
+        log.error(
+            "the working tree root %s vanished; nothing will be committed until it returns",
+            self.root,
+        )
+
+    async def _sanity_loop(self) -> None:
+        """Rescan on schedule, and fall back to rescans if the watcher dies."""
+        assert self.actor is not None
+        loop = asyncio.get_running_loop()
+        next_rescan = loop.time() + self.rescan_interval
+        while True:
+            await asyncio.sleep(min(HEALTH_INTERVAL, self.rescan_interval))
+            if self.watch_mode == "inotify" and self.watcher and not self.watcher.healthy():
+                log.error("the file watcher stopped; restarting it and rescanning")
+                self.watcher.stop()
+                self.watcher = None
+                if self.root.is_dir():
+                    await self._start_watching()
+                next_rescan = 0.0
+            elif self.watch_mode == "rescan" and self.watcher is None and self.root.is_dir():
+                await self._start_watching()
+            if loop.time() >= next_rescan:
+                await self.rescan()
+                next_rescan = loop.time() + self.rescan_interval
+
+    async def rescan(self) -> int:
+        """Queue every path where the tree may differ from HEAD; returns how many."""
+        assert self.actor is not None
+        if not self.root.is_dir():
+            return 0
+        candidates = await self.worker.run(self.committer.scan_candidates)
+        self.actor.note_many(candidates)
+        return len(candidates)
+
+    # --- control requests --------------------------------------------------------------
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("cmd")
+        if command == "status":
+            return {"ok": True, **(await self.status())}
+        if command == "stop":
+            self.stop()
+            return {"ok": True}
+        if command == "sync":
+            return await self.sync(bool(request.get("allow_deletions")))
+        if command == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    async def sync(self, allow_deletions: bool) -> dict[str, Any]:
+        """Commit everything pending now (after a rescan), optionally releasing held deletions."""
+        assert self.actor is not None
+        await self.rescan()
+        result = await self.actor.flush(allow_deletions)
+        return {
+            "ok": result.blocked is None,
+            "error": result.blocked,
+            "commit": result.commit,
+            "summary": self.committer.last_summary if result.commit else None,
+            "held": sorted(self.committer.held),
+        }
+
+    def _head_info(self) -> dict[str, Any]:
+        return head_info(self.repo)
+
+    async def status(self) -> dict[str, Any]:
+        assert self.actor is not None
+        info = await self.worker.run(self._head_info)
+        pending = self.actor.batcher.paths()
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "node": self.identity.name,
+            "uuid": self.identity.uuid,
+            "root": str(self.root),
+            **info,
+            "pending": sorted(pending)[:200],
+            "pending_count": len(pending),
+            "writing": sorted(self.actor.batcher.writing()),
+            "held": sorted(self.committer.held),
+            "large": dict(sorted(self.committer.large.items())),
+            "nested": sorted(self.committer.nested),
+            "paused": self.actor.blocked,
+            "commits": self.actor.commits,
+            "watch": {
+                "mode": self.watch_mode,
+                "directories": self.directories,
+                "limit": read_watch_limit(),
+                "message": self.watch_message,
+            },
+            "peers": [],
+        }
+
+
+def head_info(repo: pygit2.Repository) -> dict[str, Any]:
+    """Branch, HEAD and last commit summary, for status."""
+    try:
+        if repo.head_is_unborn:
+            branch = repo.references["HEAD"].target
+            return {
+                "branch": str(branch).removeprefix("refs/heads/"),
+                "head": None,
+                "detached": False,
+                "last_commit": None,
+            }
+        commit = repo.head.peel(pygit2.Commit)
+        detached = repo.head_is_detached
+        return {
+            "branch": None if detached else repo.head.shorthand,
+            "head": str(commit.id),
+            "detached": detached,
+            "last_commit": {
+                "id": str(commit.id),
+                "summary": commit.message.split("\n", 1)[0],
+                "time": commit.commit_time,
+            },
+        }
+    except (pygit2.GitError, KeyError) as exc:
+        return {
+            "branch": None,
+            "head": None,
+            "detached": False,
+            "last_commit": None,
+            "error": str(exc),
+        }

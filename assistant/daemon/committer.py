@@ -1,0 +1,111 @@
+"""The committer actor: gathers changed paths into batches and commits each when it is due."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from assistant.autocommit import AutoCommitter, CommitResult
+from assistant.batching import Batcher
+from assistant.config import Settings
+from assistant.daemon.worker import RepoWorker
+
+log = logging.getLogger("annexsync.committer")
+
+LOCK_RETRY = 0.05
+BLOCKED_RETRY = 1.0
+
+
+class CommitActor:
+    """Owns the batcher; the only caller of the AutoCommitter while the daemon runs."""
+
+    def __init__(self, worker: RepoWorker, committer: AutoCommitter, settings: Settings) -> None:
+        self.worker = worker
+        self.committer = committer
+        self.batcher = Batcher(settings.delay, settings.maxdelay, settings.maxbatch)
+        self.blocked: str | None = None
+        self.commits = 0
+        self._retry_at = 0.0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def note(self, path: str, writing: bool | None = None) -> None:
+        """An event on ``path``; called on the loop thread."""
+        self.batcher.note(path, self._now(), writing)
+        self._idle.clear()
+        self._wake.set()
+
+    def note_many(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self.note(path)
+
+    def git_changed(self) -> None:
+        """git started or finished something: re-check a blocked batch now."""
+        self._retry_at = 0.0
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Commit batches as they fall due, and sync the index when nothing is pending."""
+        while True:
+            now = self._now()
+            deadline = self.batcher.deadline()
+            if deadline is not None:
+                deadline = max(deadline, self._retry_at)
+            if deadline is not None and deadline <= now:
+                paths = self.batcher.take(now)
+                if paths:
+                    await self._commit(paths)
+                    continue
+                deadline = self.batcher.deadline()
+            if deadline is None and self.committer.index_dirty and not self.blocked:
+                synced = await self.worker.run(self.committer.sync_index)
+                if not synced:
+                    self._retry_at = self._now() + LOCK_RETRY
+                    deadline = self._retry_at
+            if deadline is None and not self.committer.index_dirty:
+                self._idle.set()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _commit(self, paths: list[str], allow_deletions: bool = False) -> CommitResult:
+        async with self._lock:
+            result = await self.worker.run(self.committer.commit_paths, paths, allow_deletions)
+        self._after(result, paths)
+        return result
+
+    def _after(self, result: CommitResult, paths: list[str]) -> None:
+        if result.blocked:
+            if result.blocked != self.blocked:
+                log.warning("auto-commit paused: %s", result.blocked)
+            self.blocked = result.blocked
+            self._retry_at = self._now() + (LOCK_RETRY if result.retry_soon else BLOCKED_RETRY)
+            self.note_many(paths)
+            return
+        if self.blocked:
+            log.info("auto-commit resumed")
+            self.blocked = None
+        if result.requeue:
+            self.note_many(result.requeue)
+        if result.commit:
+            self.commits += 1
+            log.info("committed %s %s", result.commit[:10], self.committer.last_summary)
+
+    async def flush(self, allow_deletions: bool = False) -> CommitResult:
+        """Commit everything pending now, ignoring the quiet window (shutdown, sync)."""
+        paths = self.batcher.take(self._now(), force=True)
+        result = await self._commit(paths, allow_deletions)
+        if self.committer.index_dirty:
+            await self.worker.run(self.committer.sync_index)
+        return result
+
+    async def wait_idle(self) -> None:
+        """Until nothing is pending and the index is written (used by tests and sync)."""
+        await self._idle.wait()

@@ -1,0 +1,150 @@
+"""watchdog on the working tree: turns file events into relative paths for the committer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
+
+log = logging.getLogger("annexsync.watcher")
+
+# watchdog holds an unmatched IN_MOVED_FROM for 0.5 s (blocking every later event) while it
+# waits for its IN_MOVED_TO; the kernel queues the pair back to back, so 20 ms is ample.
+InotifyMoveEventGrouper.delay = 0.02
+
+EVENTS = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileAttribEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+]
+# Files in .git whose appearance or removal means git started or finished something.
+GIT_SIGNALS = frozenset(
+    {
+        "index.lock",
+        "HEAD",
+        "MERGE_HEAD",
+        "REBASE_HEAD",
+        "CHERRY_PICK_HEAD",
+        "REVERT_HEAD",
+        "BISECT_LOG",
+        "rebase-merge",
+        "rebase-apply",
+        "index",
+    }
+)
+
+PathCallback = Callable[[str, bool | None], None]
+
+
+class TreeWatcher:
+    """A recursive watchdog observer whose callbacks land on the asyncio loop."""
+
+    def __init__(
+        self,
+        root: Path,
+        gitdir: Path,
+        loop: asyncio.AbstractEventLoop,
+        on_path: PathCallback,
+        on_git: Callable[[], None],
+        on_root_gone: Callable[[], None],
+    ) -> None:
+        self.root = str(root)
+        self.gitdir = str(gitdir).rstrip("/")
+        self._prefix = self.root.rstrip("/") + "/"
+        self._git_prefix = self.gitdir + "/"
+        self.loop = loop
+        self.on_path = on_path
+        self.on_git = on_git
+        self.on_root_gone = on_root_gone
+        self.observer: Observer | None = None  # type: ignore[valid-type]
+
+    def start(self) -> None:
+        """Start watching; raises OSError when the kernel refuses (watch limits)."""
+        observer = Observer()
+        handler = _Handler(self)
+        observer.schedule(handler, self.root, recursive=True, event_filter=EVENTS)
+        observer.daemon = True
+        observer.start()
+        self.observer = observer
+
+    def healthy(self) -> bool:
+        """False once watchdog's reader thread has died (for instance out of watches)."""
+        if self.observer is None or not self.observer.is_alive():
+            return False
+        return all(emitter.is_alive() for emitter in self.observer.emitters)
+
+    def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = None
+
+    def _relative(self, path: str) -> str | None:
+        if path.startswith(self._git_prefix) or path == self.gitdir:
+            return None
+        if path.startswith(self._prefix):
+            return path[len(self._prefix) :]
+        return None
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        """Runs on watchdog's thread: map the event and hand it to the loop."""
+        paths = [os.fsdecode(event.src_path)]
+        if isinstance(event, FileMovedEvent | DirMovedEvent) and event.dest_path:
+            paths.append(os.fsdecode(event.dest_path))
+        if isinstance(event, FileModifiedEvent):
+            writing: bool | None = True
+        elif isinstance(event, FileClosedEvent):
+            writing = False
+        else:
+            writing = None
+        for path in paths:
+            if path.rstrip("/") == self.root.rstrip("/"):
+                if isinstance(event, DirDeletedEvent | DirMovedEvent):
+                    self.loop.call_soon_threadsafe(self.on_root_gone)
+                continue
+            rel = self._relative(path)
+            if rel is None:
+                if path.startswith(self._git_prefix):
+                    name = path[len(self._git_prefix) :]
+                    if name in GIT_SIGNALS:
+                        self.loop.call_soon_threadsafe(self.on_git)
+                continue
+            if rel.startswith(".git/") or "/.git/" in rel or rel.endswith("/.git"):
+                if not rel.startswith(".git/"):
+                    self.loop.call_soon_threadsafe(self.on_path, rel.split("/.git", 1)[0], None)
+                continue
+            self.loop.call_soon_threadsafe(self.on_path, rel, writing)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: TreeWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self.watcher.dispatch(event)
