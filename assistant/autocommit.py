@@ -14,15 +14,17 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pygit2
 from pygit2.enums import RepositoryState
 
 from assistant.changes import Change, Entry, classify, commit_message
 from assistant.config import Settings
-from assistant.gitrepo import worktree_root
+from assistant.gitrepo import state_dir, worktree_root
 from assistant.guard import DeletionWindow, is_mass_deletion
 from assistant.ignore import IgnoreRules
+from assistant.locks import LockNotes
 from assistant.node import NodeIdentity
 from assistant.treeedit import apply_edits, entry_at, files_under
 from assistant.worktree import (
@@ -86,6 +88,7 @@ class AutoCommitter:
         self.identity = identity
         self.settings = settings
         self.rules = IgnoreRules(repo, settings.ignore)
+        self.locks = LockNotes(state_dir(repo), Path(repo.path))
         self.held: set[str] = set()
         self.large: dict[str, int] = {}
         self.nested: set[str] = set()
@@ -163,9 +166,10 @@ class AutoCommitter:
         message = commit_message(changes, self.identity.name)
         signature = self._signature()
         try:
-            commit = repo.create_commit(
-                branch, signature, signature, message, tree, [parent.id] if parent else []
-            )
+            with self.locks.creating(f"{branch}.lock"):
+                commit = repo.create_commit(
+                    branch, signature, signature, message, tree, [parent.id] if parent else []
+                )
         except pygit2.GitError as exc:
             if "not the first parent" in str(exc):
                 raise _BranchMoved from None
@@ -310,6 +314,7 @@ class AutoCommitter:
             path.rstrip("/")
             for path, flags in status.items()
             if flags not in (pygit2.GIT_STATUS_CURRENT, pygit2.GIT_STATUS_IGNORED)
+            and not (flags == pygit2.GIT_STATUS_WT_NEW and self.rules.is_ignored(path.rstrip("/")))
         )
 
     # --- the index -----------------------------------------------------------------------
@@ -347,7 +352,8 @@ class AutoCommitter:
                 pass
             index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), entry.mode))
         try:
-            index.write()
+            with self.locks.creating("index.lock"):
+                index.write()
         except pygit2.GitError:
             return False
         self._index_pending.clear()

@@ -244,11 +244,18 @@ def cmd_sync(args: argparse.Namespace, path: Path) -> int:
         socket_path(state_dir(repo)), {"cmd": "sync", "allow_deletions": args.allow_deletions}
     )
     if reply is None:
-        if lifecycle.running_pid(state_dir(repo)) is not None:
-            raise AnnexsyncError("the running assistant did not answer; try again")
         committer = AutoCommitter(repo, identity, read_settings(repo.config))
-        result = committer.commit_paths(committer.scan_candidates(), args.allow_deletions)
-        committer.sync_index()
+        lock = lifecycle.InstanceLock(state_dir(repo))
+        try:
+            lock.acquire()
+        except lifecycle.AlreadyRunningError:
+            raise AnnexsyncError("the running assistant did not answer; try again") from None
+        try:
+            committer.locks.clear_stale()
+            result = committer.commit_paths(committer.scan_candidates(), args.allow_deletions)
+            committer.sync_index()
+        finally:
+            lock.release()
         reply = {
             "ok": result.blocked is None,
             "error": result.blocked,

@@ -26,6 +26,7 @@ from assistant.node import NodeIdentity
 log = logging.getLogger("annexsync.assistant")
 
 HEALTH_INTERVAL = 5.0
+WATCH_RETRY = 60.0
 
 
 class Assistant:
@@ -61,6 +62,7 @@ class Assistant:
         control = ControlServer(socket_path(self.state), self.handle)
         await control.start()
         try:
+            await self.worker.run(self.committer.locks.clear_stale)
             await self.worker.run(self.committer.repair_index)
             self.actor.note_many(await self.worker.run(self.committer.scan_candidates))
             self._spawn("committer", self.actor.run)
@@ -143,21 +145,25 @@ class Assistant:
         )
 
     async def _sanity_loop(self) -> None:
-        """Rescan on schedule, and fall back to rescans if the watcher dies."""
+        """Rescan on schedule; restart a watcher that died; retry watching after a shortage."""
         assert self.actor is not None
         loop = asyncio.get_running_loop()
         next_rescan = loop.time() + self.rescan_interval
+        next_watch_try = loop.time() + WATCH_RETRY
         while True:
             await asyncio.sleep(min(HEALTH_INTERVAL, self.rescan_interval))
-            if self.watch_mode == "inotify" and self.watcher and not self.watcher.healthy():
-                log.error("the file watcher stopped; restarting it and rescanning")
+            if self.watcher is not None and not self.watcher.healthy():
+                log.error("the file watcher stopped; rescanning until it is back")
                 self.watcher.stop()
                 self.watcher = None
-                if self.root.is_dir():
-                    await self._start_watching()
-                next_rescan = 0.0
-            elif self.watch_mode == "rescan" and self.watcher is None and self.root.is_dir():
+                self.watch_mode = "rescan"
+                self.watch_message = "the file watcher stopped"
+                self.rescan_interval = min(self.settings.rescan, FALLBACK_RESCAN)
+                next_watch_try = 0.0
+            if self.watcher is None and self.root.is_dir() and loop.time() >= next_watch_try:
                 await self._start_watching()
+                next_watch_try = loop.time() + WATCH_RETRY
+                next_rescan = 0.0
             if loop.time() >= next_rescan:
                 await self.rescan()
                 next_rescan = loop.time() + self.rescan_interval

@@ -1,0 +1,61 @@
+"""Recover from a crash inside git's lock files without ever removing someone else's lock.
+
+Before creating a git lock file (``index.lock``, ``refs/heads/x.lock``), the committer notes it
+in ``.git/annexsync/locks-in-flight``; afterwards it removes the note. A successor that holds
+the instance lock (so its predecessor is dead) and finds the note removes exactly those lock
+files, and only when they date from the noted moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("annexsync.locks")
+
+MARKER = "locks-in-flight"
+# A lock created more than this long before the note cannot be ours.
+SLACK_SECONDS = 1.0
+
+
+class LockNotes:
+    """Notes git lock files about to be created, and clears those a crash left behind."""
+
+    def __init__(self, state: Path, gitdir: Path) -> None:
+        self.marker = state / MARKER
+        self.gitdir = gitdir
+
+    @contextlib.contextmanager
+    def creating(self, *locks: str) -> Iterator[None]:
+        """Around an operation that creates (and normally removes) the given lock files."""
+        with contextlib.suppress(OSError):  # without a note only the recovery is lost
+            self.marker.write_text("\n".join(locks) + "\n")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                self.marker.unlink()
+
+    def clear_stale(self) -> list[str]:
+        """Remove lock files a crashed predecessor left; returns the ones removed."""
+        try:
+            noted_at = self.marker.stat().st_mtime
+            names = [n for n in self.marker.read_text().splitlines() if n]
+        except OSError:
+            return []
+        removed = []
+        for name in names:
+            path = self.gitdir / name
+            try:
+                if path.stat().st_mtime >= noted_at - SLACK_SECONDS:
+                    path.unlink()
+                    removed.append(name)
+                    log.warning("removed %s left behind by an interrupted commit", path)
+            except OSError:
+                continue
+        with contextlib.suppress(OSError):
+            os.unlink(self.marker)
+        return removed

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine, then runs lint and the tests.
+# Extra arguments go to pytest (for example: bash tests/run.sh -k batching).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" python3 >/dev/null
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/ruff check assistant tests bench
+.venv/bin/python -m pytest "$@"
