@@ -29,9 +29,9 @@ def sanitize_name(raw: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
     name = re.sub(r"\.{2,}", ".", name)
     name = name.strip(".-_")
+    name = name[:MAX_NAME_LENGTH].rstrip(".-_")
     while name.endswith(".lock"):
         name = name[: -len(".lock")].rstrip(".-_")
-    name = name[:MAX_NAME_LENGTH].rstrip(".-_")
     return name or "node"
 
 

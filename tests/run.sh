@@ -17,6 +17,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q '.[test]'
 .venv/bin/ruff check assistant tests bench
 .venv/bin/python -m pytest "$@"
