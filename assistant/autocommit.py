@@ -39,6 +39,9 @@ from assistant.worktree import (
 
 log = logging.getLogger("annexsync.commit")
 
+# Present while commits exist whose entries are not yet in the index.
+INDEX_BEHIND = "index-behind"
+
 _STATE_NAMES = {
     RepositoryState.MERGE: "merge",
     RepositoryState.REVERT: "revert",
@@ -98,20 +101,45 @@ class AutoCommitter:
         self._warned: set[tuple[str, str]] = set()
         self._index_pending: dict[str, Entry | None] = {}
         self._index_head: str | None = None
+        self._index_behind = state_dir(repo) / INDEX_BEHIND
+        self._conflict_stamp: tuple[int, int, int] | None = None
+        self._conflicted = False
 
     # --- preconditions -------------------------------------------------------------------
     def blocked_reason(self) -> tuple[str, bool] | None:
         """Why no commit may be made now, and whether to retry soon (a lock) or wait."""
         if not self.root.is_dir():
             return "the working tree root is missing", False
-        if self.repo.head_is_detached:
-            return "HEAD is detached; auto-commit is paused until a branch is checked out", False
         state = self.repo.state()
         if state != RepositoryState.NONE:
             return f"a {_STATE_NAMES.get(state, 'git operation')} is in progress", False
+        if self.repo.head_is_detached:
+            return "HEAD is detached; auto-commit is paused until a branch is checked out", False
         if os.path.exists(os.path.join(self.repo.path, "index.lock")):
             return "another git process holds .git/index.lock", True
+        if self._index_has_conflicts():
+            return (
+                "the index has unresolved conflicts (for example from 'git stash pop'); "
+                "resolve them and 'git add' the files",
+                False,
+            )
         return None
+
+    def _index_has_conflicts(self) -> bool:
+        """Whether git left conflict entries in the index; re-checked only when the index
+        file changed, since the check walks every entry."""
+        try:
+            st = os.stat(os.path.join(self.repo.path, "index"))
+        except OSError:
+            return False
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp != self._conflict_stamp:
+            index = self.repo.index
+            with contextlib.suppress(pygit2.GitError):
+                index.read(False)
+            self._conflicted = index.conflicts is not None
+            self._conflict_stamp = stamp
+        return self._conflicted
 
     # --- the commit ------------------------------------------------------------------------
     def commit_paths(
@@ -178,6 +206,9 @@ class AutoCommitter:
         self.window.record(now, deleted)
         self.last_commit = str(commit)
         self.last_summary = message.split("\n", 1)[0]
+        if not self._index_pending:
+            with contextlib.suppress(OSError):
+                self._index_behind.touch()
         self._index_pending.update(new)
         self._index_head = str(commit)
         result.commit = str(commit)
@@ -206,10 +237,19 @@ class AutoCommitter:
         return False
 
     def tracked_count(self) -> int:
-        """How many files the index tracks (kept in step with HEAD by ``sync_index``)."""
+        """How many files HEAD tracks: the index's count, corrected by our commits whose
+        entries ``sync_index`` has not written yet."""
+        index = self.repo.index
         with contextlib.suppress(pygit2.GitError):
-            self.repo.index.read(False)
-        return len(self.repo.index)
+            index.read(False)
+        count = len(index)
+        for path, entry in self._index_pending.items():
+            present = path in index
+            if entry is None and present:
+                count -= 1
+            elif entry is not None and not present:
+                count += 1
+        return count
 
     def _signature(self) -> pygit2.Signature:
         config = self.repo.config
@@ -329,6 +369,8 @@ class AutoCommitter:
         repo = self.repo
         if repo.head_is_unborn or str(repo.head.target) != self._index_head:
             self._index_pending.clear()  # someone else moved HEAD; they own the index now
+            with contextlib.suppress(OSError):
+                self._index_behind.unlink()
             return True
         if os.path.exists(os.path.join(repo.path, "index.lock")):
             return False
@@ -357,12 +399,18 @@ class AutoCommitter:
         except pygit2.GitError:
             return False
         self._index_pending.clear()
+        with contextlib.suppress(OSError):
+            self._index_behind.unlink()
         return True
 
     def repair_index(self) -> None:
-        """Make the index agree with HEAD where it does not (after a crash between a commit
-        and its index write), so `git status` tells the truth."""
+        """After a crash between a commit and its index write (noted on disk), make the index
+        agree with HEAD again so `git status` tells the truth. Without that note the index is
+        left alone: it may hold what the user staged."""
+        if not self._index_behind.exists():
+            return
         if self.repo.head_is_unborn or self.repo.head_is_detached:
+            self._index_behind.unlink(missing_ok=True)
             return
         head = self.repo.head.peel(pygit2.Commit)
         try:
@@ -381,6 +429,8 @@ class AutoCommitter:
         if self._index_pending:
             self._index_head = str(head.id)
             self.sync_index()
+        else:
+            self._index_behind.unlink(missing_ok=True)
 
 
 class _BranchMoved(Exception):
