@@ -82,16 +82,28 @@ _VERBS: dict[ChangeKind, str] = {
 SUMMARY_LIMIT = 72
 
 
+def quote_path(path: str) -> str:
+    """A path as git shows it: in double quotes with C escapes when it holds control
+    characters, quotes or backslashes, so a name can never break a message's lines."""
+    if not any(ch < " " or ch in '"\\' or ch == "\x7f" for ch in path):
+        return path
+    escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
+    body = "".join(
+        escapes.get(ch) or (f"\\{ord(ch):03o}" if ch < " " or ch == "\x7f" else ch) for ch in path
+    )
+    return f'"{body}"'
+
+
 def _group(kind: ChangeKind, changes: list[Change]) -> str:
     verb = _VERBS[kind]
     if len(changes) == 1:
         change = changes[0]
         if kind == "rename":
-            return f"{verb} {change.old_path} -> {change.path}"
-        return f"{verb} {change.path}"
+            return f"{verb} {quote_path(change.old_path or '')} -> {quote_path(change.path)}"
+        return f"{verb} {quote_path(change.path)}"
     common = posixpath.commonpath([c.path for c in changes])
     parent = common if common not in {c.path for c in changes} else posixpath.dirname(common)
-    where = f" under {parent}/" if parent else ""
+    where = f" under {quote_path(parent + '/')}" if parent else ""
     return f"{verb} {len(changes)} files{where}"
 
 
@@ -113,6 +125,8 @@ def summarize(changes: list[Change]) -> str:
             if (n := sum(1 for c in changes if c.kind == k))
         ]
         line = "; ".join(counts)
+    if len(line) > SUMMARY_LIMIT:
+        line = f"change {len(changes)} files"
     return line[0].upper() + line[1:]
 
 
@@ -131,9 +145,9 @@ def commit_message(changes: list[Change], node: str) -> str:
     lines = [summarize(changes), ""]
     for change in changes[:BODY_LIMIT]:
         if change.kind == "rename":
-            lines.append(f"R {change.old_path} -> {change.path}")
+            lines.append(f"R {quote_path(change.old_path or '')} -> {quote_path(change.path)}")
         else:
-            lines.append(f"{_LETTERS[change.kind]} {change.path}")
+            lines.append(f"{_LETTERS[change.kind]} {quote_path(change.path)}")
     if len(changes) > BODY_LIMIT:
         lines.append(f"... and {len(changes) - BODY_LIMIT} more")
     lines += ["", f"Annexsync-Node: {node}"]

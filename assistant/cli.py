@@ -10,22 +10,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from assistant import __version__
 from assistant.autocommit import AutoCommitter
-from assistant.config import read_settings
+from assistant.config import Settings, read_settings
 from assistant.daemon import lifecycle
 from assistant.daemon.control import request, socket_path
 from assistant.errors import AnnexsyncError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
-from assistant.node import ensure_initialised
+from assistant.node import NodeIdentity, ensure_initialised
 
 EXIT_HELD = 3
 
 
-def _add_chdir(parser: argparse.ArgumentParser, default: Any) -> None:
+def _add_chdir(parser: argparse.ArgumentParser, default: Any, dest: str = "chdir") -> None:
     parser.add_argument(
         "-C",
-        dest="chdir",
+        dest=dest,
         action="append",
         metavar="PATH",
         default=default,
@@ -69,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.set_defaults(func=cmd_sync)
 
     for sub in commands.choices.values():
-        _add_chdir(sub, argparse.SUPPRESS)
+        # A separate dest: a subcommand's -C would otherwise replace the ones given before it.
+        _add_chdir(sub, argparse.SUPPRESS, dest="chdir_after")
     return parser
 
 
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args, resolve_dir(args.chdir)))
+        chdirs = args.chdir + getattr(args, "chdir_after", [])
+        return int(args.func(args, resolve_dir(chdirs)))
     except AnnexsyncError as exc:
         print(f"annexsync: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -100,14 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
-def _open(path: Path, name: str | None = None):  # type: ignore[no-untyped-def]
+def _open(path: Path, name: str | None = None) -> tuple[pygit2.Repository, NodeIdentity, Settings]:
+    """Open the repository, validate its settings, then initialise it if needed: a refusal
+    leaves nothing written."""
     repo = open_worktree(path)
+    settings = read_settings(repo.config)
     identity = ensure_initialised(repo, name)
-    return repo, identity
+    return repo, identity, settings
 
 
 def cmd_init(args: argparse.Namespace, path: Path) -> int:
-    repo, identity = _open(path, args.name)
+    repo, identity, _settings = _open(path, args.name)
     print(f"annexsync node {identity.name} ({identity.uuid}) in {worktree_root(repo)}")
     return 0
 
@@ -119,8 +126,7 @@ def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
         print(f"assistant stopped (pid {pid})")
         return 0
     try:
-        repo, identity = _open(path)
-        settings = read_settings(repo.config)
+        repo, identity, settings = _open(path)
     except AnnexsyncError as exc:
         lifecycle.report_ready(args.ready_fd, str(exc))
         raise
@@ -158,10 +164,12 @@ def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
     return 0
 
 
-def _local_status(repo, identity) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _local_status(
+    repo: pygit2.Repository, identity: NodeIdentity, settings: Settings
+) -> dict[str, Any]:
     from assistant.daemon.app import head_info
 
-    committer = AutoCommitter(repo, identity, read_settings(repo.config))
+    committer = AutoCommitter(repo, identity, settings)
     changed = committer.scan_candidates()
     blocked = committer.blocked_reason()
     return {
@@ -182,9 +190,9 @@ def _local_status(repo, identity) -> dict[str, Any]:  # type: ignore[no-untyped-
 
 
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
-    repo, identity = _open(path)
+    repo, identity, settings = _open(path)
     reply = request(socket_path(state_dir(repo)), {"cmd": "status"})
-    status = reply if reply and reply.get("ok") else _local_status(repo, identity)
+    status = reply if reply and reply.get("ok") else _local_status(repo, identity, settings)
     status.pop("ok", None)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -239,12 +247,12 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def cmd_sync(args: argparse.Namespace, path: Path) -> int:
-    repo, identity = _open(path)
+    repo, identity, settings = _open(path)
     reply = request(
         socket_path(state_dir(repo)), {"cmd": "sync", "allow_deletions": args.allow_deletions}
     )
     if reply is None:
-        committer = AutoCommitter(repo, identity, read_settings(repo.config))
+        committer = AutoCommitter(repo, identity, settings)
         lock = lifecycle.InstanceLock(state_dir(repo))
         try:
             lock.acquire()

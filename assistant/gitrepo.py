@@ -30,7 +30,10 @@ def open_worktree(path: str | os.PathLike[str]) -> pygit2.Repository:
             f"{repo.path.rstrip('/')}: is a bare repository; annexsync needs a working tree"
         )
     if not os.access(repo.path, os.W_OK | os.X_OK):
-        raise NotARepositoryError(f"{repo.path.rstrip('/')}: is not writable by this user")
+        gitdir = repo.path.rstrip("/")
+        if os.statvfs(gitdir).f_flag & os.ST_RDONLY:
+            raise NotARepositoryError(f"{gitdir}: is on a read-only filesystem")
+        raise NotARepositoryError(f"{gitdir}: is not writable by this user")
     return repo
 
 
