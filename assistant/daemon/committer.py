@@ -16,6 +16,11 @@ log = logging.getLogger("annexsync.committer")
 
 LOCK_RETRY = 0.05
 BLOCKED_RETRY = 1.0
+# The index is rewritten whole, at a cost that grows with the tree (tens of ms at 100,000
+# files), so it waits until commits have paused for a few times what its last rewrite took:
+# saves in quick succession then pay for one index write, not one each.
+INDEX_QUIET_FACTOR = 4.0
+INDEX_QUIET_MAX = 1.0
 
 
 class CommitActor:
@@ -28,6 +33,8 @@ class CommitActor:
         self.blocked: str | None = None
         self.commits = 0
         self._retry_at = 0.0
+        self._last_commit = float("-inf")
+        self._index_cost = 0.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -53,6 +60,9 @@ class CommitActor:
     async def run(self) -> None:
         """Commit batches as they fall due, and sync the index when nothing is pending."""
         while True:
+            # Cleared before looking at the batcher, never after an await: an event noted
+            # while a commit or index write was running must still wake the next wait.
+            self._wake.clear()
             now = self._now()
             deadline = self.batcher.deadline()
             if deadline is not None:
@@ -64,13 +74,19 @@ class CommitActor:
                     continue
                 deadline = self.batcher.deadline()
             if deadline is None and self.committer.index_dirty and not self.blocked:
-                synced = await self.worker.run(self.committer.sync_index)
-                if not synced:
-                    self._retry_at = self._now() + LOCK_RETRY
-                    deadline = self._retry_at
-            if deadline is None and not self.committer.index_dirty:
+                quiet = min(INDEX_QUIET_MAX, INDEX_QUIET_FACTOR * self._index_cost)
+                started = self._now()
+                if started < self._last_commit + quiet:
+                    deadline = self._last_commit + quiet
+                else:
+                    synced = await self.worker.run(self.committer.sync_index)
+                    if synced:
+                        self._index_cost = self._now() - started
+                    else:
+                        self._retry_at = self._now() + LOCK_RETRY
+                        deadline = self._retry_at
+            if deadline is None and not self.committer.index_dirty and not len(self.batcher):
                 self._idle.set()
-            self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self._now())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -95,6 +111,7 @@ class CommitActor:
         if result.requeue:
             self.note_many(result.requeue)
         if result.commit:
+            self._last_commit = self._now()
             self.commits += 1
             log.info("committed %s %s", result.commit[:10], self.committer.last_summary)
 
