@@ -9,6 +9,7 @@ brought up to date afterwards (``sync_index``), off the write-to-commit path.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -39,8 +40,12 @@ from assistant.worktree import (
 
 log = logging.getLogger("annexsync.commit")
 
-# Present while commits exist whose entries are not yet in the index.
+# Lists (one JSON string a line) paths committed whose entries are not yet in the index.
 INDEX_BEHIND = "index-behind"
+# git releases index.lock before it moves HEAD (a checkout writes the new tree's files and
+# index, unlocks, then points HEAD at the new branch): an index or HEAD written by someone
+# else this recently means git may be half-way through, so the commit waits.
+GIT_SETTLE = 0.3
 
 _STATE_NAMES = {
     RepositoryState.MERGE: "merge",
@@ -104,6 +109,8 @@ class AutoCommitter:
         self._index_behind = state_dir(repo) / INDEX_BEHIND
         self._conflict_stamp: tuple[int, int, int] | None = None
         self._conflicted = False
+        self._own_index_stamp: tuple[int, int, int] | None = None
+        self.git_settle = GIT_SETTLE
 
     # --- preconditions -------------------------------------------------------------------
     def blocked_reason(self) -> tuple[str, bool] | None:
@@ -117,6 +124,8 @@ class AutoCommitter:
             return "HEAD is detached; auto-commit is paused until a branch is checked out", False
         if os.path.exists(os.path.join(self.repo.path, "index.lock")):
             return "another git process holds .git/index.lock", True
+        if self._git_recently_active():
+            return "git is updating the repository", True
         if self._index_has_conflicts():
             return (
                 "the index has unresolved conflicts (for example from 'git stash pop'); "
@@ -124,6 +133,24 @@ class AutoCommitter:
                 False,
             )
         return None
+
+    def _stamp(self, name: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(os.path.join(self.repo.path, name))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _git_recently_active(self) -> bool:
+        """True when someone else wrote the index or HEAD within ``git_settle`` seconds."""
+        if self.git_settle <= 0:
+            return False
+        horizon = time.time_ns() - int(self.git_settle * 1e9)
+        index = self._stamp("index")
+        if index is not None and index != self._own_index_stamp and index[2] > horizon:
+            return True
+        head = self._stamp("HEAD")
+        return head is not None and head[2] > horizon
 
     def _index_has_conflicts(self) -> bool:
         """Whether git left conflict entries in the index; re-checked only when the index
@@ -146,14 +173,14 @@ class AutoCommitter:
         self, paths: Iterable[str], allow_deletions: bool = False, now: float | None = None
     ) -> CommitResult:
         """Commit what changed at ``paths`` (files or directories, relative, posix)."""
-        blocked = self.blocked_reason()
-        if blocked:
-            return CommitResult(blocked=blocked[0], retry_soon=blocked[1])
         wanted = set(paths)
         if allow_deletions:
             wanted |= self.held
         now = time.monotonic() if now is None else now
         for _attempt in range(5):
+            blocked = self.blocked_reason()
+            if blocked:
+                return CommitResult(blocked=blocked[0], retry_soon=blocked[1])
             try:
                 return self._commit_once(wanted, allow_deletions, now)
             except _BranchMoved:
@@ -162,6 +189,7 @@ class AutoCommitter:
 
     def _commit_once(self, paths: set[str], allow_deletions: bool, now: float) -> CommitResult:
         repo = self.repo
+        before = (self._stamp("index"), self._stamp("HEAD"))
         branch = repo.references["HEAD"].target
         assert isinstance(branch, str)
         parent = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
@@ -193,6 +221,9 @@ class AutoCommitter:
         changes = classify({p: old.get(p) for p in new}, new)
         message = commit_message(changes, self.identity.name)
         signature = self._signature()
+        if self._git_moved(branch, before):
+            raise _BranchMoved
+        self._note_index_behind(new)
         try:
             with self.locks.creating(f"{branch}.lock"):
                 commit = repo.create_commit(
@@ -206,14 +237,26 @@ class AutoCommitter:
         self.window.record(now, deleted)
         self.last_commit = str(commit)
         self.last_summary = message.split("\n", 1)[0]
-        if not self._index_pending:
-            with contextlib.suppress(OSError):
-                self._index_behind.touch()
         self._index_pending.update(new)
         self._index_head = str(commit)
         result.commit = str(commit)
         result.changes = changes
         return result
+
+    def _git_moved(self, branch: str, before: tuple[object, object]) -> bool:
+        """Whether git touched HEAD, the index or its lock while we read the tree: then what
+        we read may be half of a checkout, and the commit starts over."""
+        if os.path.exists(os.path.join(self.repo.path, "index.lock")):
+            return True
+        if (self._stamp("index"), self._stamp("HEAD")) != before:
+            return True
+        return self.repo.references["HEAD"].target != branch
+
+    def _note_index_behind(self, edits: dict[str, Entry | None]) -> None:
+        """Record, before the commit exists, which paths the index will lag on, so a crash
+        anywhere after this point is repaired on those paths alone."""
+        with contextlib.suppress(OSError), open(self._index_behind, "a") as note:
+            note.write("".join(json.dumps(path) + "\n" for path in edits))
 
     def _must_hold(
         self,
@@ -398,39 +441,37 @@ class AutoCommitter:
                 index.write()
         except pygit2.GitError:
             return False
+        self._own_index_stamp = self._stamp("index")
         self._index_pending.clear()
         with contextlib.suppress(OSError):
             self._index_behind.unlink()
         return True
 
     def repair_index(self) -> None:
-        """After a crash between a commit and its index write (noted on disk), make the index
-        agree with HEAD again so `git status` tells the truth. Without that note the index is
-        left alone: it may hold what the user staged."""
-        if not self._index_behind.exists():
+        """After a crash between a commit and its index write, make the index agree with HEAD
+        again on the paths that commit touched (noted on disk beforehand), so `git status`
+        tells the truth. Every other index entry, such as what the user staged, is left."""
+        try:
+            lines = self._index_behind.read_text().splitlines()
+        except OSError:
             return
-        if self.repo.head_is_unborn or self.repo.head_is_detached:
+        paths: set[str] = set()
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                paths.add(json.loads(line))
+        if self.repo.head_is_unborn or self.repo.head_is_detached or not paths:
             self._index_behind.unlink(missing_ok=True)
             return
         head = self.repo.head.peel(pygit2.Commit)
-        try:
-            self.repo.index.read(False)
-            diff = self.repo.index.diff_to_tree(head.tree)
-        except pygit2.GitError:
-            return
-        for delta in diff.deltas:
-            for path in {delta.old_file.path, delta.new_file.path}:
-                node = entry_at(head.tree, path)
-                self._index_pending[path] = (
-                    None
-                    if node is None or node.filemode == MODE_TREE
-                    else Entry(str(node.id), node.filemode)
-                )
-        if self._index_pending:
-            self._index_head = str(head.id)
-            self.sync_index()
-        else:
-            self._index_behind.unlink(missing_ok=True)
+        for path in paths:
+            node = entry_at(head.tree, path)
+            self._index_pending[path] = (
+                None
+                if node is None or node.filemode == MODE_TREE
+                else Entry(str(node.id), node.filemode)
+            )
+        self._index_head = str(head.id)
+        self.sync_index()
 
 
 class _BranchMoved(Exception):

@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
 from assistant import __version__
-from assistant.autocommit import AutoCommitter
+from assistant.autocommit import AutoCommitter, CommitResult
 from assistant.config import Settings, read_settings
 from assistant.daemon import lifecycle
 from assistant.daemon.control import request, socket_path
@@ -170,6 +171,7 @@ def _local_status(
     from assistant.daemon.app import head_info
 
     committer = AutoCommitter(repo, identity, settings)
+    committer.git_settle = 0.0  # a pause lasting a moment is not news to report
     changed = committer.scan_candidates()
     blocked = committer.blocked_reason()
     return {
@@ -260,7 +262,8 @@ def cmd_sync(args: argparse.Namespace, path: Path) -> int:
             raise AnnexsyncError("the running assistant did not answer; try again") from None
         try:
             committer.locks.clear_stale()
-            result = committer.commit_paths(committer.scan_candidates(), args.allow_deletions)
+            committer.repair_index()
+            result = commit_waiting(committer, args.allow_deletions)
             committer.sync_index()
         finally:
             lock.release()
@@ -288,3 +291,15 @@ def cmd_sync(args: argparse.Namespace, path: Path) -> int:
         )
         return EXIT_HELD
     return 0
+
+
+def commit_waiting(
+    committer: AutoCommitter, allow_deletions: bool, patience: float = 10.0
+) -> CommitResult:
+    """Commit every pending change, waiting out a short block (a git lock, git at work)."""
+    give_up = time.monotonic() + patience
+    while True:
+        result = committer.commit_paths(committer.scan_candidates(), allow_deletions)
+        if not (result.blocked and result.retry_soon) or time.monotonic() >= give_up:
+            return result
+        time.sleep(0.05)

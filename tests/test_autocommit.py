@@ -31,7 +31,9 @@ def engine(path: Path, **settings: object) -> AutoCommitter:
     """A fresh engine on the repository at ``path``, as the daemon builds it."""
     r = pygit2.Repository(str(path))
     identity = ensure_initialised(r, name=NODE)
-    return AutoCommitter(r, identity, Settings(**settings))  # type: ignore[arg-type]
+    ac = AutoCommitter(r, identity, Settings(**settings))  # type: ignore[arg-type]
+    ac.git_settle = 0.0  # these tests run git and the engine back to back on purpose
+    return ac
 
 
 def put(root: Path, rel: str, data: bytes | str = b"") -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pygit2
@@ -18,7 +19,9 @@ from assistant.node import ensure_initialised
 def engine(path: Path, **settings: object) -> AutoCommitter:
     r = pygit2.Repository(str(path))
     identity = ensure_initialised(r, name="laptop")
-    return AutoCommitter(r, identity, Settings(**settings))  # type: ignore[arg-type]
+    ac = AutoCommitter(r, identity, Settings(**settings))  # type: ignore[arg-type]
+    ac.git_settle = 0.0  # these tests run git and the engine back to back on purpose
+    return ac
 
 
 def put(root: Path, rel: str, data: bytes | str = b"") -> Path:
@@ -529,3 +532,69 @@ def test_restart_after_a_crash_before_the_index_write_repairs_the_index(repo: Pa
 
     assert porcelain(repo) == ""
     assert not (repo / ".git" / "annexsync" / "index-behind").exists()
+
+
+# --- git half-way through a checkout ----------------------------------------------------------
+
+
+def test_checkout_that_has_written_the_tree_but_not_yet_moved_head_is_not_committed(
+    repo: Path,
+) -> None:
+    """git checkout writes the new branch's files and index, releases index.lock, and only
+    then points HEAD at the new branch: a commit in between would put the other branch's
+    content onto the old one."""
+    user_commit(repo, "base", {"f.txt": "main\n"})
+    git(repo, "checkout", "-q", "-b", "side")
+    user_commit(repo, "side", {"f.txt": "side\n"})
+    git(repo, "checkout", "-q", "main")
+    main_before = git(repo, "rev-parse", "main").strip()
+    git(repo, "read-tree", "-m", "-u", "main", "side")  # files and index now are 'side'
+    ac = AutoCommitter(
+        pygit2.Repository(str(repo)), ensure_initialised(pygit2.Repository(str(repo))), Settings()
+    )
+
+    result = ac.commit_paths(["f.txt"])
+
+    assert result.blocked is not None and result.retry_soon
+    assert git(repo, "rev-parse", "main").strip() == main_before
+    git(repo, "symbolic-ref", "HEAD", "refs/heads/side")  # the checkout finishes
+    time.sleep(ac.git_settle)
+    assert ac.commit_paths(["f.txt"]).commit is None  # disk matches side: nothing to commit
+    assert git(repo, "rev-parse", "main").strip() == main_before
+
+
+def test_index_lock_taken_while_the_tree_is_read_stops_the_commit(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user_commit(repo, "base", {"f.txt": "v1\n"})
+    ac = engine(repo)
+    put(repo, "f.txt", "v2\n")
+    before = refs(repo)
+    real_read = autocommit_module.read_path
+
+    def read_then_git_locks(*args: object, **kwargs: object) -> object:
+        (repo / ".git" / "index.lock").write_text("")
+        return real_read(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(autocommit_module, "read_path", read_then_git_locks)
+    result = ac.commit_paths(["f.txt"])
+
+    assert result.commit is None and result.blocked is not None and result.retry_soon
+    assert refs(repo) == before
+
+
+def test_repair_after_a_crash_touches_only_the_paths_being_committed(repo: Path) -> None:
+    """The note names the paths of the interrupted commit; what the user staged elsewhere
+    stays staged."""
+    seeded(repo, {"a.txt": "a\n", "b.txt": "b\n"})
+    put(repo, "b.txt", "staged by the user\n")
+    git(repo, "add", "b.txt")
+    ac = engine(repo)
+    put(repo, "a.txt", "auto\n")
+    assert ac.commit_paths(["a.txt"]).commit is not None  # crash: no sync_index
+
+    engine(repo).repair_index()
+
+    status = porcelain(repo)
+    assert "M  b.txt" in status
+    assert "a.txt" not in status

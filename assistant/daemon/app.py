@@ -79,7 +79,7 @@ class Assistant:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             try:
-                await self.actor.flush()
+                await self.actor.flush(patience=2.0)
             finally:
                 await control.close()
                 self.worker.close()
@@ -109,7 +109,9 @@ class Assistant:
     async def _start_watching(self) -> None:
         assert self.actor is not None
         self.directories = await asyncio.to_thread(count_dirs, self.root)
-        shortage = watch_shortage(self.directories, read_watch_limit())
+        shortage = watch_shortage(
+            self.directories, read_watch_limit(), min(self.settings.rescan, FALLBACK_RESCAN)
+        )
         if shortage is None:
             self.watcher = TreeWatcher(
                 self.root,
@@ -131,7 +133,8 @@ class Assistant:
                 shortage = (
                     f"cannot watch the tree ({exc.strerror or exc}); raise "
                     f"fs.inotify.max_user_watches / max_user_instances with sysctl. Until then "
-                    f"changes are found by rescanning every {FALLBACK_RESCAN:g}s"
+                    f"changes are found by rescanning every "
+                    f"{min(self.settings.rescan, FALLBACK_RESCAN):g}s"
                 )
         log.error("%s", shortage)
         self.watch_mode = "rescan"

@@ -115,10 +115,16 @@ class CommitActor:
             self.commits += 1
             log.info("committed %s %s", result.commit[:10], self.committer.last_summary)
 
-    async def flush(self, allow_deletions: bool = False) -> CommitResult:
-        """Commit everything pending now, ignoring the quiet window (shutdown, sync)."""
-        paths = self.batcher.take(self._now(), force=True)
-        result = await self._commit(paths, allow_deletions)
+    async def flush(self, allow_deletions: bool = False, patience: float = 10.0) -> CommitResult:
+        """Commit everything pending now, ignoring the quiet window (shutdown, sync); a
+        short block (a git lock, git at work) is waited out for up to ``patience`` seconds."""
+        give_up = self._now() + patience
+        while True:
+            paths = self.batcher.take(self._now(), force=True)
+            result = await self._commit(paths, allow_deletions)
+            if not (result.blocked and result.retry_soon) or self._now() >= give_up:
+                break
+            await asyncio.sleep(LOCK_RETRY)
         if self.committer.index_dirty:
             await self.worker.run(self.committer.sync_index)
         return result

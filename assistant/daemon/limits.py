@@ -32,7 +32,7 @@ def count_dirs(root: Path) -> int:
     return count
 
 
-def watch_shortage(dirs: int, limit: int | None) -> str | None:
+def watch_shortage(dirs: int, limit: int | None, rescan: float = FALLBACK_RESCAN) -> str | None:
     """A loud explanation when ``dirs`` watches will not fit under ``limit``, else None."""
     if limit is None or dirs < limit:
         return None
@@ -40,5 +40,5 @@ def watch_shortage(dirs: int, limit: int | None) -> str | None:
         f"inotify watch limit too low: the tree has {dirs} directories but "
         f"fs.inotify.max_user_watches is {limit}; raise it, for example with "
         f"'sudo sysctl fs.inotify.max_user_watches={max(dirs * 2, 524288)}'. "
-        f"Until then changes are found by rescanning every {FALLBACK_RESCAN:g}s"
+        f"Until then changes are found by rescanning every {rescan:g}s"
     )

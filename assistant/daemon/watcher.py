@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -120,6 +121,8 @@ class TreeWatcher:
             writing: bool | None = True
         elif isinstance(event, FileClosedEvent):
             writing = False
+        elif isinstance(event, FileCreatedEvent):
+            writing = _just_created(paths[0])
         else:
             writing = None
         for path in paths:
@@ -148,3 +151,13 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self.watcher.dispatch(event)
+
+
+def _just_created(path: str) -> bool | None:
+    """A new, still empty regular file is about to be written: hold it until it is closed.
+    (A file renamed into the tree also arrives as a creation, but with its content.)"""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return True if stat.S_ISREG(st.st_mode) and st.st_size == 0 else None
