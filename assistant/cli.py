@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--json", action="store_true", help="machine-readable output")
     sync.set_defaults(func=cmd_sync)
 
+    for action in ("push", "fetch"):
+        verb = "push to" if action == "push" else "fetch from"
+        sub = commands.add_parser(action, help=f"{verb} peers (the repository's git remotes)")
+        sub.add_argument(
+            "remotes",
+            nargs="*",
+            metavar="REMOTE",
+            help="remotes to use (default: every sync-enabled remote)",
+        )
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(func=cmd_push if action == "push" else cmd_fetch)
+
     for sub in commands.choices.values():
         # A separate dest: a subcommand's -C would otherwise replace the ones given before it.
         _add_chdir(sub, argparse.SUPPRESS, dest="chdir_after")
@@ -303,3 +315,36 @@ def commit_waiting(
         if not (result.blocked and result.retry_soon) or time.monotonic() >= give_up:
             return result
         time.sleep(0.05)
+
+
+def _transfer(args: argparse.Namespace, path: Path, action: str) -> int:
+    repo, identity, _settings = _open(path)
+    from assistant.peers import run_all
+    from assistant.remotes import read_remotes, select_remotes
+
+    remotes = select_remotes(
+        read_remotes(repo, worktree_root(repo)),
+        args.remotes,
+        "push" if action == "push" else "pull",
+    )
+    if not remotes:
+        raise AnnexsyncError(
+            f"no remote to {action}: add one with 'git remote add NAME URL' "
+            "(remotes with annexsync-sync or annexsync-"
+            f"{'push' if action == 'push' else 'pull'} set to false are left out)"
+        )
+    outcomes = asyncio.run(run_all(action, repo, identity, remotes))
+    if args.json:
+        print(json.dumps([o.__dict__ for o in outcomes], indent=2, sort_keys=True))
+    else:
+        for outcome in outcomes:
+            print(outcome.line(), file=sys.stdout if outcome.ok else sys.stderr)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def cmd_push(args: argparse.Namespace, path: Path) -> int:
+    return _transfer(args, path, "push")
+
+
+def cmd_fetch(args: argparse.Namespace, path: Path) -> int:
+    return _transfer(args, path, "fetch")

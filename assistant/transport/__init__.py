@@ -1,0 +1,1 @@
+"""Transports: ways to run git's service programs on a peer and talk to them."""
