@@ -252,6 +252,13 @@ class AutoCommitter:
             return True
         return self.repo.references["HEAD"].target != branch
 
+    def adopt(self, commit: str, edits: dict[str, Entry | None]) -> None:
+        """HEAD is about to move to ``commit`` (made elsewhere, e.g. a merge) whose tree
+        differs from the index at ``edits``: bring the index along at the next sync."""
+        self._note_index_behind(edits)
+        self._index_pending.update(edits)
+        self._index_head = commit
+
     def _note_index_behind(self, edits: dict[str, Entry | None]) -> None:
         """Record, before the commit exists, which paths the index will lag on, so a crash
         anywhere after this point is repaired on those paths alone."""

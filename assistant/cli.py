@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from assistant.daemon.control import request, socket_path
 from assistant.errors import AnnexsyncError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
 from assistant.node import NodeIdentity, ensure_initialised
+from assistant.remotes import Remote
 
 EXIT_HELD = 3
 
@@ -62,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    sync = commands.add_parser("sync", help="commit pending changes now")
+    sync = commands.add_parser(
+        "sync", help="commit pending changes, fetch from peers, merge, push to peers"
+    )
+    sync.add_argument(
+        "remotes",
+        nargs="*",
+        metavar="REMOTE",
+        help="remotes to sync with (default: every sync-enabled remote)",
+    )
     sync.add_argument(
         "--allow-deletions",
         action="store_true",
@@ -97,7 +107,20 @@ def resolve_dir(chdirs: list[str]) -> Path:
     return path
 
 
+def _cli_logging() -> None:
+    """Warnings from the library (a variant kept, a file skipped) as 'annexsync: ...' lines;
+    the daemon replaces this with its own log."""
+    logger = logging.getLogger("annexsync")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("annexsync: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _cli_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -262,39 +285,36 @@ def format_status(status: dict[str, Any]) -> str:
 
 def cmd_sync(args: argparse.Namespace, path: Path) -> int:
     repo, identity, settings = _open(path)
+    from assistant.remotes import read_remotes, select_remotes
+
+    remotes = select_remotes(read_remotes(repo, worktree_root(repo)), args.remotes, "sync")
     reply = request(
-        socket_path(state_dir(repo)), {"cmd": "sync", "allow_deletions": args.allow_deletions}
+        socket_path(state_dir(repo)),
+        {
+            "cmd": "sync",
+            "allow_deletions": args.allow_deletions,
+            "remotes": [r.name for r in remotes],
+        },
+        timeout=3600,
     )
     if reply is None:
-        committer = AutoCommitter(repo, identity, settings)
-        lock = lifecycle.InstanceLock(state_dir(repo))
-        try:
-            lock.acquire()
-        except lifecycle.AlreadyRunningError:
-            raise AnnexsyncError("the running assistant did not answer; try again") from None
-        try:
-            committer.locks.clear_stale()
-            committer.repair_index()
-            result = commit_waiting(committer, args.allow_deletions)
-            committer.sync_index()
-        finally:
-            lock.release()
-        reply = {
-            "ok": result.blocked is None,
-            "error": result.blocked,
-            "commit": result.commit,
-            "summary": committer.last_summary if result.commit else None,
-            "held": sorted(committer.held),
-        }
+        reply = _sync_here(repo, identity, settings, remotes, args.allow_deletions)
     if args.json:
         print(json.dumps(reply, indent=2, sort_keys=True))
-    if not reply.get("ok"):
-        raise AnnexsyncError(f"cannot commit now: {reply.get('error')}")
+    if reply.get("error"):
+        raise AnnexsyncError(f"cannot commit now: {reply['error']}")
+    report = reply.get("sync")
     if not args.json:
         if reply.get("commit"):
             print(f"committed {reply['commit'][:10]} {reply['summary']}")
         else:
             print("nothing to commit")
+        if report:
+            print(report["merge_line"])
+            for remote in report["remotes"]:
+                print(remote["line"], file=sys.stdout if remote["ok"] else sys.stderr)
+    if report and not report["ok"]:
+        return 1
     if reply.get("held"):
         print(
             f"annexsync: {len(reply['held'])} deletions are held by the mass-deletion guard; "
@@ -303,6 +323,45 @@ def cmd_sync(args: argparse.Namespace, path: Path) -> int:
         )
         return EXIT_HELD
     return 0
+
+
+def _sync_here(
+    repo: pygit2.Repository,
+    identity: NodeIdentity,
+    settings: Settings,
+    remotes: list[Remote],
+    allow_deletions: bool,
+) -> dict[str, Any]:
+    """The sync without a running assistant, holding its lock meanwhile."""
+    committer = AutoCommitter(repo, identity, settings)
+    lock = lifecycle.InstanceLock(state_dir(repo))
+    try:
+        lock.acquire()
+    except lifecycle.AlreadyRunningError:
+        raise AnnexsyncError("the running assistant did not answer; try again") from None
+    try:
+        committer.locks.clear_stale()
+        committer.repair_index()
+        result = commit_waiting(committer, allow_deletions)
+        committer.sync_index()
+        reply: dict[str, Any] = {
+            "error": result.blocked,
+            "commit": result.commit,
+            "summary": committer.last_summary if result.commit else None,
+            "held": sorted(committer.held),
+            "sync": None,
+        }
+        if remotes and not result.blocked:
+            from assistant.syncing import sync_with
+
+            report = asyncio.run(
+                sync_with(repo, identity, committer, remotes, settings.resolvemerge)
+            )
+            reply["sync"] = report.as_dict()
+    finally:
+        lock.release()
+    reply["ok"] = reply["error"] is None and (reply["sync"] is None or reply["sync"]["ok"])
+    return reply
 
 
 def commit_waiting(

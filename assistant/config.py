@@ -97,6 +97,7 @@ class Settings:
     massdelete: MassDeletePolicy = field(default_factory=MassDeletePolicy)
     rescan: float = 600.0
     ignore: tuple[str, ...] = ()
+    resolvemerge: bool = True
 
 
 _PARSERS = {
@@ -106,6 +107,7 @@ _PARSERS = {
     "largefiles": parse_size,
     "massdelete": parse_massdelete,
     "rescan": parse_duration,
+    "resolvemerge": parse_bool,
 }
 
 

@@ -29,6 +29,7 @@ BUILTIN_PATTERNS: tuple[str, ...] = (
     ".syncthing.*.tmp",
     "~syncthing~*.tmp",
     "*.crdownload",
+    ".annexsync-tmp-*",  # our own checkout's files on their way into place
 )
 _VIM_PROBE = re.compile(r"^\d{4,6}$")
 

@@ -133,7 +133,7 @@ def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
 
 def select_remotes(remotes: list[Remote], wanted: list[str], action: str) -> list[Remote]:
     """The remotes named (all of them must exist), or every sync-enabled one allowing
-    ``action`` ('push' or 'pull')."""
+    ``action`` ('push', 'pull', or 'sync' for both directions)."""
     by_name = {r.name: r for r in remotes}
     if wanted:
         unknown = [n for n in wanted if n not in by_name]

@@ -189,23 +189,45 @@ class Assistant:
             self.stop()
             return {"ok": True}
         if command == "sync":
-            return await self.sync(bool(request.get("allow_deletions")))
+            return await self.sync(
+                bool(request.get("allow_deletions")), list(request.get("remotes") or [])
+            )
         if command == "ping":
             return {"ok": True, "pid": os.getpid()}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
-    async def sync(self, allow_deletions: bool) -> dict[str, Any]:
-        """Commit everything pending now (after a rescan), optionally releasing held deletions."""
+    async def sync(self, allow_deletions: bool, remote_names: list[str]) -> dict[str, Any]:
+        """Commit everything pending now (after a rescan), optionally releasing held
+        deletions; then fetch from, merge and push to the named remotes."""
         assert self.actor is not None
         await self.rescan()
         result = await self.actor.flush(allow_deletions)
-        return {
+        reply: dict[str, Any] = {
             "ok": result.blocked is None,
             "error": result.blocked,
             "commit": result.commit,
             "summary": self.committer.last_summary if result.commit else None,
             "held": sorted(self.committer.held),
+            "sync": None,
         }
+        if remote_names and result.blocked is None:
+            from assistant.remotes import read_remotes, select_remotes
+            from assistant.syncing import sync_with
+
+            remotes = select_remotes(read_remotes(self.repo, self.root), remote_names, "sync")
+            # peers get their own handle on the repository: the worker owns self.repo
+            peer_repo = pygit2.Repository(self.repo.path)
+            report = await sync_with(
+                peer_repo,
+                self.identity,
+                self.committer,
+                remotes,
+                self.settings.resolvemerge,
+                blocking=self.worker.run,
+            )
+            reply["sync"] = report.as_dict()
+            reply["ok"] = reply["ok"] and report.ok
+        return reply
 
     def _head_info(self) -> dict[str, Any]:
         return head_info(self.repo)

@@ -1,0 +1,147 @@
+"""Move the working tree from one commit's tree to another's, touching only the paths that
+differ, and never overwriting or deleting a file the user changed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+from assistant.changes import Entry
+from assistant.treeedit import entry_at
+from assistant.worktree import MODE_EXEC, MODE_LINK, MODE_TREE, Absent, Present, read_path
+
+TEMP_PREFIX = ".annexsync-tmp-"
+
+
+class UnsafePath(Exception):
+    """A path git itself would refuse to check out (``..``, ``.git``, absolute, through a
+    symlink)."""
+
+
+@dataclass
+class Plan:
+    """What moving the tree takes: paths to remove and paths to write, in a safe order."""
+
+    remove: list[str] = field(default_factory=list)
+    write: dict[str, Entry] = field(default_factory=dict)
+
+    def paths(self) -> list[str]:
+        return sorted(set(self.remove) | set(self.write))
+
+
+def check_path(path: str) -> None:
+    """Refuse what git refuses: empty, absolute, '.', '..' or '.git' components."""
+    if not path or path.startswith("/") or "\0" in path:
+        raise UnsafePath(f"refusing to check out unsafe path {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", "..") or part.lower() in (".git", ".git."):
+            raise UnsafePath(f"refusing to check out unsafe path {path!r}")
+
+
+def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> Plan:
+    """For each changed path, remove it or write its new entry."""
+    result = Plan()
+    for path in sorted(set(changed)):
+        check_path(path)
+        node = entry_at(new, path)
+        if node is None or node.filemode == MODE_TREE:
+            old_node = entry_at(old, path)
+            if old_node is not None and old_node.filemode != MODE_TREE:
+                result.remove.append(path)
+        else:
+            result.write[path] = Entry(str(node.id), node.filemode)
+    return result
+
+
+def user_changes(root: Path, old: pygit2.Tree | None, paths: Iterable[str]) -> list[str]:
+    """Paths whose file on disk is no longer what ``old`` has (the user edited, created or
+    deleted it): those must not be touched."""
+    dirty = []
+    for path in paths:
+        node = entry_at(old, path)
+        expected = (
+            None
+            if node is None or node.filemode == MODE_TREE
+            else Entry(str(node.id), node.filemode)
+        )
+        state = read_path(root, path, largefiles=1 << 62)
+        if isinstance(state, Present):
+            if state.entry != expected:
+                dirty.append(path)
+        elif isinstance(state, Absent):
+            if expected is not None and not (root / path).is_dir():
+                dirty.append(path)
+        else:
+            dirty.append(path)
+    return dirty
+
+
+def _safe_parent(root: Path, path: str) -> Path:
+    """Create the parent directories of ``path`` as real directories (a file in the way was
+    removed by the plan); refuse to go through a symlink."""
+    parent = root
+    for part in path.split("/")[:-1]:
+        parent = parent / part
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            os.mkdir(parent)
+            continue
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise UnsafePath(f"refusing to write {path!r}: {parent} is not a directory")
+    return parent
+
+
+def _remove(root: Path, path: str) -> None:
+    full = root / path
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(full)
+    parent = posixpath.dirname(path)
+    while parent:
+        try:
+            os.rmdir(root / parent)
+        except OSError:
+            break
+        parent = posixpath.dirname(parent)
+
+
+def _write(repo: pygit2.Repository, root: Path, path: str, entry: Entry) -> None:
+    parent = _safe_parent(root, path)
+    data = repo[pygit2.Oid(hex=entry.oid)].data  # type: ignore[attr-defined]
+    final = root / path
+    if final.is_dir() and not final.is_symlink():
+        raise UnsafePath(f"refusing to replace the directory {path!r} with a file")
+    temp = parent / f"{TEMP_PREFIX}{os.getpid()}-{final.name[:100]}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    if entry.mode == MODE_LINK:
+        os.symlink(os.fsdecode(data), temp)
+    else:
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+            0o777 if entry.mode == MODE_EXEC else 0o666,
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+    os.replace(temp, final)
+
+
+def apply(repo: pygit2.Repository, root: Path, work: Plan) -> None:
+    """Carry out a plan: removals first (a file may make way for a directory), then
+    writes, each atomically through a temporary file renamed into place."""
+    for path in work.remove:
+        _remove(root, path)
+    for path, entry in sorted(work.write.items()):
+        _write(repo, root, path, entry)
