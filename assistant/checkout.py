@@ -60,10 +60,26 @@ def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> P
     return result
 
 
-def user_changes(root: Path, old: pygit2.Tree | None, paths: Iterable[str]) -> list[str]:
+Stamp = tuple[int, int, int] | None
+
+
+def stamp(full: Path) -> Stamp:
+    """What identifies a file's current version cheaply: inode, size, mtime (None: absent)."""
+    try:
+        st = os.lstat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def inspect(
+    root: Path, old: pygit2.Tree | None, paths: Iterable[str]
+) -> tuple[list[str], dict[str, Stamp]]:
     """Paths whose file on disk is no longer what ``old`` has (the user edited, created or
-    deleted it): those must not be touched."""
-    dirty = []
+    deleted it: those must not be touched), and a stamp of every other path, taken before
+    reading it, so a change made after this look is still noticed by ``apply``."""
+    dirty: list[str] = []
+    stamps: dict[str, Stamp] = {}
     for path in paths:
         node = entry_at(old, path)
         expected = (
@@ -71,16 +87,19 @@ def user_changes(root: Path, old: pygit2.Tree | None, paths: Iterable[str]) -> l
             if node is None or node.filemode == MODE_TREE
             else Entry(str(node.id), node.filemode)
         )
+        before = stamp(root / path)
         state = read_path(root, path, largefiles=1 << 62)
         if isinstance(state, Present):
-            if state.entry != expected:
-                dirty.append(path)
+            clean = state.entry == expected
         elif isinstance(state, Absent):
-            if expected is not None and not (root / path).is_dir():
-                dirty.append(path)
+            clean = expected is None or (root / path).is_dir()
+        else:
+            clean = False
+        if clean:
+            stamps[path] = before
         else:
             dirty.append(path)
-    return dirty
+    return dirty, stamps
 
 
 def _safe_parent(root: Path, path: str) -> Path:
@@ -138,10 +157,19 @@ def _write(repo: pygit2.Repository, root: Path, path: str, entry: Entry) -> None
     os.replace(temp, final)
 
 
-def apply(repo: pygit2.Repository, root: Path, work: Plan) -> None:
-    """Carry out a plan: removals first (a file may make way for a directory), then
-    writes, each atomically through a temporary file renamed into place."""
+def apply(repo: pygit2.Repository, root: Path, work: Plan, stamps: dict[str, Stamp]) -> list[str]:
+    """Carry out a plan: removals first (a file may make way for a directory), then writes,
+    each atomically through a temporary file renamed into place. A path whose file changed
+    since ``inspect`` stamped it is left as the user has it; those paths are returned."""
+    skipped = []
     for path in work.remove:
+        if stamp(root / path) != stamps.get(path):
+            skipped.append(path)
+            continue
         _remove(root, path)
     for path, entry in sorted(work.write.items()):
+        if stamp(root / path) != stamps.get(path):
+            skipped.append(path)
+            continue
         _write(repo, root, path, entry)
+    return skipped

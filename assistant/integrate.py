@@ -10,7 +10,7 @@ import pygit2
 
 from assistant.autocommit import AutoCommitter
 from assistant.changes import Entry
-from assistant.checkout import UnsafePath, apply, plan, user_changes
+from assistant.checkout import UnsafePath, apply, inspect, plan
 from assistant.merge import Variant, merge_commits
 from assistant.treeedit import entry_at
 from assistant.worktree import MODE_TREE
@@ -112,14 +112,14 @@ def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult
             work = plan(old_tree, new_tree, changed)
         except UnsafePath as exc:
             return IntegrateResult(paused=str(exc))
-        dirty = user_changes(committer.root, old_tree, work.paths())
+        dirty, stamps = inspect(committer.root, old_tree, work.paths())
         if dirty:
             log.info(
                 "the user changed %d files during the merge; committing them first", len(dirty)
             )
             continue
         try:
-            apply(repo, committer.root, work)
+            kept = apply(repo, committer.root, work, stamps)
         except (UnsafePath, OSError) as exc:
             log.error("cannot update the working tree: %s; merge postponed", exc)
             return IntegrateResult(paused=f"cannot update the working tree: {exc}")
@@ -133,7 +133,11 @@ def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult
             log.info("the branch moved during the merge; merging again")
             continue
         committer.sync_index()
-        result.head = str(target)
+        if kept:
+            log.info("kept the user's version of %s, changed during the merge", ", ".join(kept))
+            committer.commit_paths(kept)
+            committer.sync_index()
+        result.head = str(repo.head.target)
         for variant in result.variants:
             log.warning(
                 "kept both versions of %s: the other one is %s", variant.path, variant.variant
