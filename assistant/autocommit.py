@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -398,7 +399,44 @@ class AutoCommitter:
 
     # --- whole-tree scans --------------------------------------------------------------
     def scan_candidates(self) -> list[str]:
-        """Paths where the working tree or index may differ from HEAD (uses git's stat cache)."""
+        """Paths where the working tree or index may differ from HEAD. git's own status does
+        the walk in a subprocess (the daemon stays responsive: an in-process scan of 100,000
+        files would hold the interpreter for most of a second); optional locks are off, so it
+        never rewrites the index under us. libgit2's status is the fallback."""
+        try:
+            proc = subprocess.run(
+                [
+                    "git",
+                    "--no-optional-locks",
+                    f"--git-dir={self.repo.path}",
+                    f"--work-tree={self.root}",
+                    "status",
+                    "--porcelain=v1",
+                    "-z",
+                    "--untracked-files=all",
+                    "--no-renames",
+                    "--ignore-submodules=all",
+                ],
+                cwd=self.root,
+                capture_output=True,
+                check=False,
+                env=_plain_git_env(),
+            )
+        except OSError:
+            proc = None
+        if proc is None or proc.returncode != 0:
+            return self._scan_in_process()
+        out = []
+        for item in proc.stdout.split(b"\0"):
+            if len(item) < 4:
+                continue
+            code, path = item[:2], os.fsdecode(item[3:]).rstrip("/")
+            if code == b"??" and self.rules.is_ignored(path):
+                continue
+            out.append(path)
+        return sorted(set(out))
+
+    def _scan_in_process(self) -> list[str]:
         status = self.repo.status(untracked_files="all", ignored=False)
         return sorted(
             path.rstrip("/")
@@ -491,3 +529,12 @@ def _encodable(path: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _plain_git_env() -> dict[str, str]:
+    """The environment without variables that would point git at another repository."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
+    }

@@ -1,14 +1,26 @@
 """Pure batching policy: which changed paths make the next commit, and when it is due.
 
 Time is passed in, nothing here touches a disk or a clock, so every rule is table-testable.
-A batch is due after a quiet window of ``delay`` with no new event, or ``maxdelay`` after its
-first event while changes keep coming. A file still open for writing (modified and not yet
-closed) stays behind until it is closed or its own ``maxdelay`` cap passes.
+
+- A batch is due after a quiet window with no new event, or ``maxdelay`` after its first
+  event while changes keep coming. The quiet window is ``delay`` (an editor's save: a few
+  paths), and ``burst_delay`` once ``burst_paths`` paths are waiting (a copy, an unpack, a
+  checkout), so a writer that pauses for a moment does not split its burst into many commits.
+- A file still open for writing (written and not yet closed) stays behind until it is closed
+  or its own ``maxdelay`` cap passes.
+- A batch holding a path whose last event removed it waits until that removal is
+  ``gone_delay`` old: editors that save by renaming the old file away and writing a new one
+  must not produce a commit in which the file is briefly gone. The whole batch waits, so a
+  rename (one path gone, one new) stays one commit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+BURST_PATHS = 32
+BURST_DELAY = 0.05
+GONE_DELAY = 0.02
 
 
 @dataclass
@@ -16,15 +28,31 @@ class _Pending:
     first: float
     last: float
     writing: bool
+    gone_until: float = 0.0
 
 
 class Batcher:
     """Collects changed paths and hands them out in due batches of at most ``maxbatch``."""
 
-    def __init__(self, delay: float, maxdelay: float, maxbatch: int) -> None:
+    def __init__(
+        self,
+        delay: float,
+        maxdelay: float,
+        maxbatch: int,
+        burst_paths: int = BURST_PATHS,
+        burst_delay: float | None = None,
+        gone_delay: float | None = None,
+    ) -> None:
         self.delay = delay
         self.maxdelay = maxdelay
         self.maxbatch = maxbatch
+        self.burst_paths = burst_paths
+        self.burst_delay = max(
+            delay, min(BURST_DELAY if burst_delay is None else burst_delay, maxdelay)
+        )
+        self.gone_delay = max(
+            delay, min(GONE_DELAY if gone_delay is None else gone_delay, maxdelay)
+        )
         self._pending: dict[str, _Pending] = {}
         self._last_event = 0.0
 
@@ -39,8 +67,9 @@ class Batcher:
         """Paths held because they are still open for writing."""
         return [path for path, p in self._pending.items() if p.writing]
 
-    def note(self, path: str, now: float, writing: bool | None = None) -> None:
-        """Record an event on ``path``: ``writing`` True on a write, False on a close."""
+    def note(self, path: str, now: float, writing: bool | None = None, gone: bool = False) -> None:
+        """Record an event on ``path``: ``writing`` True on a write, False on a close;
+        ``gone`` when the event removed the path (deleted, renamed away)."""
         pending = self._pending.get(path)
         if pending is None:
             pending = self._pending[path] = _Pending(first=now, last=now, writing=bool(writing))
@@ -48,24 +77,27 @@ class Batcher:
             pending.last = now
             if writing is not None:
                 pending.writing = writing
+        pending.gone_until = now + self.gone_delay if gone else 0.0
         self._last_event = max(self._last_event, now)
+
+    def _quiet(self) -> float:
+        return self.burst_delay if len(self._pending) >= self.burst_paths else self.delay
 
     def _batch_due(self) -> float:
         first = min(p.first for p in self._pending.values())
-        return min(self._last_event + self.delay, first + self.maxdelay)
+        settled = max(p.gone_until for p in self._pending.values())
+        return max(min(self._last_event + self._quiet(), first + self.maxdelay), settled)
 
-    def _eligible(self, path: str, now: float) -> bool:
-        pending = self._pending[path]
-        return not pending.writing or now >= pending.first + self.maxdelay
+    def _eligible_at(self, pending: _Pending) -> float:
+        """When a path may join a due batch: at once, or after its close (or its cap)."""
+        return pending.first + self.maxdelay if pending.writing else 0.0
 
     def deadline(self) -> float | None:
         """When ``take`` will next return something (None when nothing is pending)."""
         if not self._pending:
             return None
-        due = self._batch_due()
-        if any(not p.writing for p in self._pending.values()):
-            return due
-        return max(due, min(p.first for p in self._pending.values()) + self.maxdelay)
+        soonest = min(self._eligible_at(p) for p in self._pending.values())
+        return max(self._batch_due(), soonest)
 
     def take(self, now: float, force: bool = False) -> list[str]:
         """Remove and return the paths due at ``now``, oldest first; ``force`` takes all at once."""
@@ -77,7 +109,7 @@ class Batcher:
             return batch
         if now < self._batch_due():
             return []
-        ready = [path for path in self._pending if self._eligible(path, now)]
+        ready = [path for path, p in self._pending.items() if now >= self._eligible_at(p)]
         ready.sort(key=lambda path: self._pending[path].first)
         batch = ready[: self.maxbatch]
         for path in batch:

@@ -281,6 +281,52 @@ def test_due_batches_take_as_many_eligible_paths_as_allowed(
     for i, dt in enumerate(times):
         now += dt
         b.note(f"f{i}", now)
-    batch = b.take(now + DELAY)
+    quiet = DELAY if len(times) < b.burst_paths else b.burst_delay
+    batch = b.take(now + quiet)
     assert len(batch) == min(maxbatch, len(times))
     assert batch == [f"f{i}" for i in range(len(batch))]
+
+
+def test_a_burst_waits_for_a_longer_quiet_window_so_a_short_pause_does_not_split_it() -> None:
+    b = Batcher(delay=0.005, maxdelay=1.0, maxbatch=5000)
+    for i in range(40):
+        b.note(f"f{i}", i * 0.001)
+    pause_end = 0.039 + 0.02  # the writer stalls for 20 ms: longer than delay
+    assert b.take(pause_end) == []
+    for i in range(40, 60):
+        b.note(f"f{i}", pause_end + (i - 40) * 0.001)
+    last = pause_end + 0.019
+    assert b.deadline() == pytest.approx(last + b.burst_delay)
+    assert len(b.take(last + b.burst_delay)) == 60
+
+
+def test_a_few_paths_keep_the_short_quiet_window() -> None:
+    b = Batcher(delay=0.005, maxdelay=1.0, maxbatch=5000)
+    b.note("notes.md", 0.0)
+    assert b.take(0.005) == ["notes.md"]
+
+
+def test_burst_window_never_exceeds_maxdelay() -> None:
+    b = Batcher(delay=0.005, maxdelay=0.03, maxbatch=5000)
+    assert b.burst_delay == 0.03
+    assert b.gone_delay == 0.02
+
+
+def test_a_save_by_rename_away_and_rewrite_never_shows_the_file_gone() -> None:
+    """vim: rename x to x~, write a new x. A quiet window between the two must not commit
+    x as deleted."""
+    b = Batcher(delay=0.005, maxdelay=1.0, maxbatch=5000)
+    b.note("x", 0.0, gone=True)
+    assert b.take(0.006) == []
+    assert b.deadline() == pytest.approx(b.gone_delay)
+    b.note("x", 0.008, writing=True)
+    b.note("x", 0.009, writing=False)
+    assert b.take(0.014) == ["x"]
+
+
+def test_a_rename_waits_for_the_gone_delay_and_stays_one_batch() -> None:
+    b = Batcher(delay=0.005, maxdelay=1.0, maxbatch=5000)
+    b.note("old.txt", 0.0, gone=True)
+    b.note("new.txt", 0.0)
+    assert b.take(0.005) == []
+    assert sorted(b.take(b.gone_delay)) == ["new.txt", "old.txt"]

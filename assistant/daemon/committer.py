@@ -42,9 +42,9 @@ class CommitActor:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def note(self, path: str, writing: bool | None = None) -> None:
+    def note(self, path: str, writing: bool | None = None, gone: bool = False) -> None:
         """An event on ``path``; called on the loop thread."""
-        self.batcher.note(path, self._now(), writing)
+        self.batcher.note(path, self._now(), writing, gone)
         self._idle.clear()
         self._wake.set()
 

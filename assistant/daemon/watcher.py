@@ -59,7 +59,7 @@ GIT_SIGNALS = frozenset(
     }
 )
 
-PathCallback = Callable[[str, bool | None], None]
+PathCallback = Callable[[str, bool | None, bool], None]
 
 
 class TreeWatcher:
@@ -125,7 +125,9 @@ class TreeWatcher:
             writing = _just_created(paths[0])
         else:
             writing = None
-        for path in paths:
+        removed = isinstance(event, FileDeletedEvent | DirDeletedEvent)
+        for index, path in enumerate(paths):
+            gone = removed or (index == 0 and len(paths) == 2)  # a move's source is gone
             if path.rstrip("/") == self.root.rstrip("/"):
                 if isinstance(event, DirDeletedEvent | DirMovedEvent):
                     self.loop.call_soon_threadsafe(self.on_root_gone)
@@ -139,9 +141,10 @@ class TreeWatcher:
                 continue
             if rel.startswith(".git/") or "/.git/" in rel or rel.endswith("/.git"):
                 if not rel.startswith(".git/"):
-                    self.loop.call_soon_threadsafe(self.on_path, rel.split("/.git", 1)[0], None)
+                    nested = rel.split("/.git", 1)[0]
+                    self.loop.call_soon_threadsafe(self.on_path, nested, None, False)
                 continue
-            self.loop.call_soon_threadsafe(self.on_path, rel, writing)
+            self.loop.call_soon_threadsafe(self.on_path, rel, writing if index == 0 else None, gone)
 
 
 class _Handler(FileSystemEventHandler):
