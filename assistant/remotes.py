@@ -59,18 +59,31 @@ def parse_url(url: str, base: Path) -> Location:
         if path.startswith("/~"):
             path = path[1:]  # ssh://host/~/repo means ~/repo, as in git
         port = int(match["port"]) if match["port"] else None
-        return SSHLocation(_unbracket(match["host"]), path, match["user"], port)
+        return _ssh(url, match["host"], path, match["user"], port)
     if "://" in url:
         scheme = url.split("://", 1)[0]
+        if scheme in ("ssh", "git+ssh", "ssh+git"):
+            raise ConfigError(f"bad remote url {url!r} (expected ssh://[user@]host[:port]/path)")
         raise ConfigError(f"unsupported remote url {url!r} (scheme {scheme}://)")
     match = _SCP_LIKE.match(url)
-    # git's rule: a colon before any slash makes it scp-like, unless it is a local path
-    if match and "/" not in url.split(":", 1)[0] and not Path(url).exists():
+    # git's rule: a colon before any slash makes it scp-like, even if a local file of that
+    # name exists (write ./foo:bar for the local path)
+    if match and "/" not in url.split(":", 1)[0]:
         if not match["path"]:
             raise ConfigError(f"bad remote url {url!r}: no path after ':'")
-        return SSHLocation(_unbracket(match["host"]), match["path"], match["user"], None)
+        return _ssh(url, match["host"], match["path"], match["user"], None)
     path = Path(url)
     return LocalLocation(str(path if path.is_absolute() else (base / path).resolve()))
+
+
+def _ssh(url: str, host: str, path: str, user: str | None, port: int | None) -> SSHLocation:
+    host = _unbracket(host)
+    # as git does: a host or path starting with '-' could pass for an option
+    if host.startswith("-") or path.startswith("-") or (user or "").startswith("-"):
+        raise ConfigError(f"bad remote url {url!r}: a host, user or path may not start with '-'")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"bad remote url {url!r}: port {port} is out of range")
+    return SSHLocation(host, path, user, port)
 
 
 def _unbracket(host: str) -> str:
@@ -104,9 +117,10 @@ def _switch(config: pygit2.Config, name: str, key: str) -> bool:
 def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
     """Every remote with a url, in name order, with its switches."""
     config = repo.config
+    # remote names may contain dots: remote.usb.drive.url is the remote "usb.drive"
     names = sorted(
         {
-            entry.name.split(".")[1]
+            entry.name[len("remote.") : -len(".url")]
             for entry in config
             if entry.name.startswith("remote.")
             and entry.name.endswith(".url")

@@ -75,8 +75,14 @@ async def fetch(
         await channel.finish()
     else:
         caps = [c for c in WANTED_CAPS if adv.has(c)] + [AGENT]
+        # Without multi_ack the peer sends one bare "ACK <id>" per have it already knew, so
+        # where the pack starts is only clear with multi_ack (its last ACK is the one without
+        # a status word) or with no haves at all (a single NAK).
+        ack = next((c for c in ("multi_ack_detailed", "multi_ack") if adv.has(c)), None)
+        if ack:
+            caps.insert(0, ack)
         lines = [f"want {wants[0]} {' '.join(caps)}\n"] + [f"want {w}\n" for w in wants[1:]]
-        haves = await asyncio.to_thread(recent_commits, repo)
+        haves = await asyncio.to_thread(recent_commits, repo) if ack else []
         await channel.write(
             encode_lines(lines) + b"".join(encode(f"have {h}\n") for h in haves) + encode("done\n")
         )
@@ -91,11 +97,14 @@ async def fetch(
 async def _receive_pack(
     reader: PacketReader, repo: pygit2.Repository, sideband: bool, where: str, path: str
 ) -> int:
-    """Skip the ACK/NAK reply, then stream the pack into ``git index-pack``."""
+    """Skip the ACK/NAK replies, then stream the pack into ``git index-pack``."""
     while True:
         reply = strip_newline((await reader.packet()) or b"")
-        if reply == b"NAK" or reply.startswith(b"ACK "):
+        # the last reply is a NAK, or an ACK without "continue", "common" or "ready"
+        if reply == b"NAK" or (reply.startswith(b"ACK ") and len(reply.split()) == 2):
             break
+        if reply.startswith(b"ACK "):
+            continue
         if reply.startswith(b"ERR "):
             raise TransportError(f"{where} refused the fetch: {reply[4:].decode(errors='replace')}")
         if not reply.startswith(b"shallow"):
@@ -117,8 +126,11 @@ async def _receive_pack(
     async def to_indexer(data: bytes) -> None:
         nonlocal received
         received += len(data)
-        proc.stdin.write(data)  # type: ignore[union-attr]
-        await proc.stdin.drain()  # type: ignore[union-attr]
+        try:
+            proc.stdin.write(data)  # type: ignore[union-attr]
+            await proc.stdin.drain()  # type: ignore[union-attr]
+        except (BrokenPipeError, ConnectionResetError):
+            raise _IndexerStopped from None
 
     messages: list[str] = []
     try:
@@ -130,6 +142,8 @@ async def _receive_pack(
                 await to_indexer(rest)
             while chunk := await reader.channel.read():
                 await to_indexer(chunk)
+    except _IndexerStopped:
+        pass  # index-pack gave up (a full disk, a bad object): its status and message say why
     except (ProtocolError, SideBandError, TransportError, OSError) as exc:
         proc.kill()
         await proc.wait()
@@ -143,6 +157,10 @@ async def _receive_pack(
             raise TransportError("the disk is full on this machine; nothing was fetched")
         raise TransportError(f"storing the pack from {where} failed: {err.strip()}")
     return received
+
+
+class _IndexerStopped(Exception):
+    """git index-pack exited before it had read the whole pack."""
 
 
 def move_refs(

@@ -56,7 +56,10 @@ def missing_objects(
     not in any parent's tree at the same place."""
     out: list[pygit2.Oid] = []
     seen: set[pygit2.Oid] = set()
-    for commit in new_commits(repo, wants, haves):
+    # Parents first: skipping what a parent's tree holds is only sound once that parent is
+    # complete on the peer or in ``out`` (a commit reverting to an older tree would otherwise
+    # lose blobs that neither side sends).
+    for commit in reversed(new_commits(repo, wants, haves)):
         out.append(commit.id)
         _collect(repo, commit.tree, [p.tree for p in commit.parents], out, seen)
     return out

@@ -41,6 +41,11 @@ class ProcessChannel(Channel):
     async def finish(self) -> ServiceExit:
         if self._finished is None:
             self.write_eof()
+            # Output nobody read must be drained: until its pipe reaches EOF, asyncio's
+            # wait() does not return, even for a process that was killed.
+            assert self.proc.stdout is not None
+            while await self.proc.stdout.read(65536):
+                pass
             status = await self.proc.wait()
             stderr = (await self._stderr).decode(errors="replace")
             self._finished = ServiceExit(status, stderr)
