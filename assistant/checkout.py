@@ -131,7 +131,8 @@ def _remove(root: Path, path: str) -> None:
         parent = posixpath.dirname(parent)
 
 
-def _write(repo: pygit2.Repository, root: Path, path: str, entry: Entry) -> None:
+def write_entry(repo: pygit2.Repository, root: Path, path: str, entry: Entry) -> None:
+    """Write one blob to ``path`` atomically (a temporary file renamed into place)."""
     parent = _safe_parent(root, path)
     data = repo[pygit2.Oid(hex=entry.oid)].data  # type: ignore[attr-defined]
     final = root / path
@@ -171,5 +172,5 @@ def apply(repo: pygit2.Repository, root: Path, work: Plan, stamps: dict[str, Sta
         if stamp(root / path) != stamps.get(path):
             skipped.append(path)
             continue
-        _write(repo, root, path, entry)
+        write_entry(repo, root, path, entry)
     return skipped

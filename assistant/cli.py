@@ -21,6 +21,7 @@ from assistant.daemon import lifecycle
 from assistant.daemon.control import request, socket_path
 from assistant.errors import AnnexsyncError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
+from assistant.integrate import read_held_merges
 from assistant.node import NodeIdentity, ensure_initialised
 from assistant.remotes import Remote
 
@@ -222,6 +223,7 @@ def _local_status(
         "large": {},
         "nested": [],
         "paused": blocked[0] if blocked else None,
+        "held_merges": read_held_merges(state_dir(repo)),
         "peers": [],
     }
 
@@ -276,6 +278,8 @@ def format_status(status: dict[str, Any]) -> str:
             "commit them with 'annexsync sync --allow-deletions' or restore the files"
         )
         lines.extend(f"           {p}" for p in held[:10])
+    for ref, why in status.get("held_merges", {}).items():
+        lines.append(f"not merged: {ref}: {why}")
     for path, size in status.get("large", {}).items():
         lines.append(f"large:     {path} ({size} bytes) is over annexsync.largefiles")
     for path in status.get("nested", []):
@@ -351,7 +355,7 @@ def _sync_here(
             "held": sorted(committer.held),
             "sync": None,
         }
-        if remotes and not result.blocked:
+        if not result.blocked:  # with no remote, still merge what peers pushed here
             from assistant.syncing import sync_with
 
             report = asyncio.run(

@@ -3,20 +3,46 @@ incoming commit deterministically, update only the changed files, then move the 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pygit2
 
 from assistant.autocommit import AutoCommitter
 from assistant.changes import Entry
-from assistant.checkout import UnsafePath, apply, inspect, plan
-from assistant.merge import Variant, merge_commits
+from assistant.checkout import Plan, UnsafePath, apply, inspect, plan, write_entry
+from assistant.gitrepo import state_dir
+from assistant.merge import VARIANT_HEX, Variant, merge_commits, variant_path
 from assistant.treeedit import entry_at
-from assistant.worktree import MODE_TREE
+from assistant.worktree import MODE_TREE, Absent, Present, read_path
 
 log = logging.getLogger("annexsync.merge")
 ATTEMPTS = 5
+HELD_MERGES = "held-merges.json"
+
+
+def record_held_merges(state: Path, held_back: dict[str, str]) -> None:
+    """Remember which peers' commits were left unmerged (for status), or forget them."""
+    path = state / HELD_MERGES
+    if not held_back:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(held_back, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_held_merges(state: Path) -> dict[str, str]:
+    """Peers' commits left unmerged by the last merge, and why."""
+    try:
+        data = json.loads((state / HELD_MERGES).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -65,8 +91,53 @@ def _entries(tree: pygit2.Tree, paths: set[str]) -> dict[str, Entry | None]:
     return out
 
 
+def _keep_merged_versions(
+    repo: pygit2.Repository, root: Path, work: Plan, kept: list[str]
+) -> list[str]:
+    """The user changed these files while the tree was being updated, so their versions stay;
+    the version the merge brought for each is written beside it as a variant, as a conflict
+    would have it, so that it is not lost either. Returns the variant paths written."""
+    written = []
+    for path in kept:
+        entry = work.write.get(path)
+        if entry is None:
+            continue  # the merge removed the file: the user's version is all there is
+        current = read_path(root, path, largefiles=1 << 62)
+        if isinstance(current, Present) and current.entry == entry:
+            continue
+        kept_at = None
+        digits = VARIANT_HEX
+        while kept_at is None and digits <= len(entry.oid):
+            candidate = variant_path(path, entry.oid, digits)
+            there = read_path(root, candidate, largefiles=1 << 62)
+            if isinstance(there, Present) and there.entry == entry:
+                kept_at = candidate  # already beside it
+            elif isinstance(there, Absent) and not (root / candidate).is_dir():
+                try:
+                    write_entry(repo, root, candidate, entry)
+                except (UnsafePath, OSError) as exc:
+                    log.error("cannot keep the merged version of %s beside it: %s", path, exc)
+                    break
+                kept_at = candidate
+            digits += 4
+        if kept_at is None:
+            continue
+        log.warning("kept both versions of %s: the merged one is %s", path, kept_at)
+        written.append(kept_at)
+    return written
+
+
 def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult:
-    """Merge every incoming ref for the current branch into it; see the module doc."""
+    """Merge every incoming ref for the current branch into it (see the module doc), and
+    remember for status which peers' commits had to be left unmerged."""
+    result = _integrate(committer, resolve)
+    if result.paused is None:
+        with contextlib.suppress(OSError):
+            record_held_merges(state_dir(committer.repo), result.held_back)
+    return result
+
+
+def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
     repo = committer.repo
     for _attempt in range(ATTEMPTS):
         blocked = committer.blocked_reason()
@@ -135,7 +206,7 @@ def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult
         committer.sync_index()
         if kept:
             log.info("kept the user's version of %s, changed during the merge", ", ".join(kept))
-            committer.commit_paths(kept)
+            committer.commit_paths(kept + _keep_merged_versions(repo, committer.root, work, kept))
             committer.sync_index()
         result.head = str(repo.head.target)
         for variant in result.variants:

@@ -71,6 +71,7 @@ def resolve(
     means no file there). ``existing`` looks up a path the merge does not change, so variant
     names never clobber a file."""
     out = Resolution()
+    losers: list[tuple[str, Entry]] = []
     for path in sorted(changed):
         b, n, o = base.get(path), newer.get(path), older.get(path)
         if n == o or o == b:
@@ -79,7 +80,7 @@ def resolve(
             out.entries[path] = o
         elif n is None or o is None:
             out.entries[path] = n if o is None else o  # modified beats deleted
-        elif n.oid == o.oid:
+        elif n.oid == o.oid and _kind(n) == _kind(o):
             out.entries[path] = n  # both changed only the mode: content is the same
         elif b is not None and n.oid == b.oid and _kind(n) == _kind(o):
             out.entries[path] = Entry(o.oid, n.mode)  # newer changed the mode, older the data
@@ -87,7 +88,11 @@ def resolve(
             out.entries[path] = Entry(n.oid, o.mode)
         else:
             out.entries[path] = n
-            _keep_variant(out, path, o, "changed on both sides", existing)
+            losers.append((path, o))
+    # Variant names are chosen once every changed path is resolved, so a later path of the
+    # merge can neither take nor overwrite a variant's name.
+    for path, entry in losers:
+        _keep_variant(out, path, entry, "changed on both sides", existing)
     _separate_files_from_directories(out, existing)
     return out
 

@@ -56,7 +56,8 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.remotes) and self.merge.paused is None
+        merged = self.merge.paused is None and not self.merge.held_back
+        return all(r.ok for r in self.remotes) and merged
 
     def merge_line(self) -> str:
         m = self.merge

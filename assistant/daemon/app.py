@@ -21,6 +21,7 @@ from assistant.daemon.limits import FALLBACK_RESCAN, count_dirs, read_watch_limi
 from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
 from assistant.gitrepo import state_dir, worktree_root
+from assistant.integrate import read_held_merges
 from assistant.node import NodeIdentity
 
 log = logging.getLogger("annexsync.assistant")
@@ -210,7 +211,7 @@ class Assistant:
             "held": sorted(self.committer.held),
             "sync": None,
         }
-        if remote_names and result.blocked is None:
+        if result.blocked is None:  # with no remote, still merge what peers pushed here
             from assistant.remotes import read_remotes, select_remotes
             from assistant.syncing import sync_with
 
@@ -250,6 +251,7 @@ class Assistant:
             "large": dict(sorted(self.committer.large.items())),
             "nested": sorted(self.committer.nested),
             "paused": self.actor.blocked,
+            "held_merges": read_held_merges(self.state),
             "commits": self.actor.commits,
             "watch": {
                 "mode": self.watch_mode,

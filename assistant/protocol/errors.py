@@ -22,6 +22,12 @@ def explain_service_failure(service: str, path: str, where: str, exit: ServiceEx
             f"git is not installed on {where}, or {service} is not in the PATH of a "
             "non-interactive login there"
         )
+    if "unable to create temporary object directory" in lowered:
+        # receive-pack's quarantine directory: the repository is not writable for this user
+        return (
+            f"permission denied on {where}: {path} is not writable for this user "
+            "(git could not create a temporary object directory in it)"
+        )
     if "permission denied" in lowered or "insufficient permission" in lowered:
         detail = next((ln for ln in lines if "ermission" in ln), lines[-1] if lines else "")
         return f"permission denied on {where}: {_clean(detail)}"

@@ -16,7 +16,7 @@ from assistant.protocol.errors import explain_service_failure
 from assistant.protocol.pack import missing_objects, pack_is_small, write_pack
 from assistant.protocol.pktline import Decoder, ProtocolError, encode_lines, strip_newline
 from assistant.protocol.stream import PacketReader, SideBandError, demux
-from assistant.transport.base import Channel, TransportError
+from assistant.transport.base import Channel, ServiceExit, TransportError
 
 AGENT = f"agent=annexsync/{__version__}"
 SERVICE = "git-receive-pack"
@@ -129,6 +129,12 @@ async def push(
         raise TransportError(f"push to {where} failed: {exc}") from None
     exit = await channel.finish()
     result.messages.extend(line for line in exit.stderr.splitlines() if line.strip())
+    if report and report[0].startswith("unpack ") and report[0] != "unpack ok":
+        # The peer could not store the pack (full disk, no permission): no ref can move.
+        text = "\n".join([*result.messages, f"could not store the objects ({report[0][7:]})"])
+        raise TransportError(
+            explain_service_failure(SERVICE, path, where, ServiceExit(exit.status, text))
+        )
     result.refs.extend(_outcomes(commands, report, result.messages))
     return result
 
