@@ -313,7 +313,13 @@ def cmd_sync(args: argparse.Namespace, path: Path) -> int:
             print(f"committed {reply['commit'][:10]} {reply['summary']}")
         else:
             print("nothing to commit")
-        if report:
+        merge = report["merge"] if report else None
+        if report and (
+            report["remotes"]
+            or merge["kind"] != "up-to-date"
+            or merge["paused"]
+            or merge["held_back"]
+        ):
             print(report["merge_line"])
             for remote in report["remotes"]:
                 print(remote["line"], file=sys.stdout if remote["ok"] else sys.stderr)
