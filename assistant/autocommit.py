@@ -28,6 +28,7 @@ from assistant.guard import DeletionWindow, is_mass_deletion
 from assistant.ignore import IgnoreRules
 from assistant.locks import LockNotes
 from assistant.node import NodeIdentity
+from assistant.objects import store_blobs
 from assistant.treeedit import apply_edits, entry_at, files_under
 from assistant.worktree import (
     MODE_TREE,
@@ -213,9 +214,7 @@ class AutoCommitter:
             )
         if not new:
             return result
-        for path, entry in new.items():
-            if entry is not None and path in data:
-                repo.create_blob(data[path])
+        store_blobs(repo, [data[p] for p, e in new.items() if e is not None and p in data])
         tree = apply_edits(repo, base, new)
         if base is not None and tree == base.id:
             return result

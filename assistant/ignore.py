@@ -47,6 +47,14 @@ def compile_patterns(patterns: Iterable[str]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(p) for p in patterns) or r"(?!)")
 
 
+_BUILTIN = compile_patterns(BUILTIN_PATTERNS)
+
+
+def is_builtin_temp_name(name: str) -> bool:
+    """True for a basename that editors and operating systems use for scratch files."""
+    return bool(_BUILTIN.match(name)) or is_vim_probe(name)
+
+
 class IgnoreRules:
     """Decides whether an untracked path may be committed. Tracked paths are always followed,
     as git does: ignore rules only keep new files out."""

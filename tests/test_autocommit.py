@@ -1005,3 +1005,19 @@ def test_one_file_commit_in_large_tree_writes_only_trees_along_its_path(repo: Pa
         git(repo, "rev-parse", "HEAD:dir42/sub/file07.txt").strip(),
     }
     assert git(repo, "diff", "--name-only", "HEAD~1", "HEAD").split() == ["dir42/sub/file07.txt"]
+
+
+def test_a_large_batch_is_stored_as_one_pack_not_a_thousand_loose_objects(repo: Path) -> None:
+    ac = engine(repo)
+    for i in range(200):
+        put(repo, f"many/f{i:03d}.txt", f"content {i}\n")
+    loose_before = sum(1 for _ in (repo / ".git" / "objects").glob("[0-9a-f][0-9a-f]/*"))
+
+    result = ac.commit_paths(["many"])
+
+    assert result.commit is not None and len(result.changes) == 200
+    assert len(list((repo / ".git" / "objects" / "pack").glob("*.pack"))) == 1
+    loose_after = sum(1 for _ in (repo / ".git" / "objects").glob("[0-9a-f][0-9a-f]/*"))
+    assert loose_after - loose_before <= 5  # the trees and the commit only
+    assert head_files(repo)["many/f123.txt"] == b"content 123\n"
+    assert git(repo, "fsck", "--strict") == ""

@@ -26,6 +26,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.inotify_move_event_grouper import InotifyMoveEventGrouper
 
+from assistant.ignore import is_builtin_temp_name
+
 log = logging.getLogger("annexsync.watcher")
 
 # watchdog holds an unmatched IN_MOVED_FROM for 0.5 s (blocking every later event) while it
@@ -126,8 +128,12 @@ class TreeWatcher:
         else:
             writing = None
         removed = isinstance(event, FileDeletedEvent | DirDeletedEvent)
+        # A file renamed onto a backup name (vim: x -> x~) is about to be written anew: its
+        # removal must settle first. A temp file renamed onto the real name (an atomic save)
+        # is not: that save is committed at once.
+        backup_rename = len(paths) == 2 and is_builtin_temp_name(os.path.basename(paths[1]))
         for index, path in enumerate(paths):
-            gone = removed or (index == 0 and len(paths) == 2)  # a move's source is gone
+            gone = removed or (index == 0 and backup_rename)
             if path.rstrip("/") == self.root.rstrip("/"):
                 if isinstance(event, DirDeletedEvent | DirMovedEvent):
                     self.loop.call_soon_threadsafe(self.on_root_gone)

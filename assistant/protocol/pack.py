@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import pygit2
 
@@ -111,15 +111,23 @@ def _object_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
-def write_pack(repo: pygit2.Repository, oids: list[pygit2.Oid]) -> bytes:
-    """A version-2 pack holding ``oids`` whole (no deltas)."""
-    parts = [b"PACK", struct.pack(">II", 2, len(oids))]
-    for oid in oids:
-        kind, data = repo.odb.read(oid)
-        parts.append(_object_header(int(kind), len(data)))
+def encode_pack(objects: Sequence[tuple[int, bytes]]) -> bytes:
+    """A version-2 pack of (object type, content) pairs, each stored whole (no deltas)."""
+    parts = [b"PACK", struct.pack(">II", 2, len(objects))]
+    for kind, data in objects:
+        parts.append(_object_header(kind, len(data)))
         parts.append(zlib.compress(data, 1))
     body = b"".join(parts)
     return body + hashlib.sha1(body).digest()
+
+
+def write_pack(repo: pygit2.Repository, oids: list[pygit2.Oid]) -> bytes:
+    """A version-2 pack holding ``oids`` whole (no deltas)."""
+    objects = []
+    for oid in oids:
+        kind, data = repo.odb.read(oid)
+        objects.append((int(kind), data))
+    return encode_pack(objects)
 
 
 def pack_is_small(repo: pygit2.Repository, oids: list[pygit2.Oid]) -> bool:
