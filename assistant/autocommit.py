@@ -100,6 +100,7 @@ class AutoCommitter:
         self.rules = IgnoreRules(repo, settings.ignore)
         self.locks = LockNotes(state_dir(repo), Path(repo.path))
         self.held: set[str] = set()
+        self.held_with: set[str] = set()  # additions held because they replace held paths
         self.large: dict[str, int] = {}
         self.nested: set[str] = set()
         self.window = DeletionWindow()
@@ -107,6 +108,7 @@ class AutoCommitter:
         self.last_summary: str | None = None
         self._warned: set[tuple[str, str]] = set()
         self._index_pending: dict[str, Entry | None] = {}
+        self.recheck: set[str] = set()  # paths to commit again (see sync_index)
         self._index_head: str | None = None
         self._index_behind = state_dir(repo) / INDEX_BEHIND
         self._conflict_stamp: tuple[int, int, int] | None = None
@@ -177,7 +179,7 @@ class AutoCommitter:
         """Commit what changed at ``paths`` (files or directories, relative, posix)."""
         wanted = set(paths)
         if allow_deletions:
-            wanted |= self.held
+            wanted |= self.held | self.held_with
         now = time.monotonic() if now is None else now
         for _attempt in range(5):
             blocked = self.blocked_reason()
@@ -191,7 +193,7 @@ class AutoCommitter:
 
     def _commit_once(self, paths: set[str], allow_deletions: bool, now: float) -> CommitResult:
         repo = self.repo
-        before = (self._stamp("index"), self._stamp("HEAD"))
+        before = self.git_snapshot()
         branch = repo.references["HEAD"].target
         assert isinstance(branch, str)
         parent = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
@@ -201,6 +203,7 @@ class AutoCommitter:
         deletions = sorted(p for p, e in new.items() if e is None)
         if allow_deletions:
             self.held.clear()
+            self.held_with.clear()
         elif deletions and self._must_hold(deletions, old, new, base, now):
             self.held.update(deletions)
             result.held = deletions
@@ -212,6 +215,10 @@ class AutoCommitter:
                 len(self.held),
                 "mass deletion guard",
             )
+        if self.held:
+            self._hold_what_would_replace_held(new)
+        else:
+            self.held_with.clear()
         if not new:
             return result
         store_blobs(repo, [data[p] for p, e in new.items() if e is not None and p in data])
@@ -221,7 +228,7 @@ class AutoCommitter:
         changes = classify({p: old.get(p) for p in new}, new)
         message = commit_message(changes, self.identity.name)
         signature = self._signature()
-        if self._git_moved(branch, before):
+        if self.git_moved(branch, before):
             raise _BranchMoved
         self._note_index_behind(new)
         try:
@@ -243,12 +250,16 @@ class AutoCommitter:
         result.changes = changes
         return result
 
-    def _git_moved(self, branch: str, before: tuple[object, object]) -> bool:
-        """Whether git touched HEAD, the index or its lock while we read the tree: then what
-        we read may be half of a checkout, and the commit starts over."""
+    def git_snapshot(self) -> tuple[object, object]:
+        """What ``git_moved`` compares against: the index's and HEAD's stamps."""
+        return (self._stamp("index"), self._stamp("HEAD"))
+
+    def git_moved(self, branch: str, before: tuple[object, object]) -> bool:
+        """Whether git touched HEAD, the index or its lock, or started an operation, since
+        ``before``: then what we read may be half of a checkout, and the work starts over."""
         if os.path.exists(os.path.join(self.repo.path, "index.lock")):
             return True
-        if (self._stamp("index"), self._stamp("HEAD")) != before:
+        if self.git_snapshot() != before or self.repo.state() != RepositoryState.NONE:
             return True
         return self.repo.references["HEAD"].target != branch
 
@@ -264,6 +275,20 @@ class AutoCommitter:
         anywhere after this point is repaired on those paths alone."""
         with contextlib.suppress(OSError), open(self._index_behind, "a") as note:
             note.write("".join(json.dumps(path) + "\n" for path in edits))
+
+    def _hold_what_would_replace_held(self, new: dict[str, Entry | None]) -> None:
+        """A file or symlink where a held deletion's directory was (a folder moved away and
+        a link left in its place), or a file under a held file's name, would replace the held
+        paths in the tree all the same: it is held with them."""
+        ancestors = {h.rsplit("/", i)[0] for h in self.held for i in range(1, h.count("/") + 1)}
+        for path, entry in list(new.items()):
+            if entry is None:
+                continue
+            parts = path.split("/")
+            under_held = any("/".join(parts[:i]) in self.held for i in range(1, len(parts)))
+            if path in ancestors or under_held:
+                del new[path]
+                self.held_with.add(path)
 
     def _must_hold(
         self,
@@ -455,7 +480,10 @@ class AutoCommitter:
             return True
         repo = self.repo
         if repo.head_is_unborn or str(repo.head.target) != self._index_head:
-            self._index_pending.clear()  # someone else moved HEAD; they own the index now
+            # Someone else moved HEAD and owns the index now; their commit may have been made
+            # from an index without our entries, so those paths are looked at again.
+            self.recheck.update(self._index_pending)
+            self._index_pending.clear()
             with contextlib.suppress(OSError):
                 self._index_behind.unlink()
             return True

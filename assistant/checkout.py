@@ -15,7 +15,17 @@ import pygit2
 
 from assistant.changes import Entry
 from assistant.treeedit import entry_at
-from assistant.worktree import MODE_EXEC, MODE_LINK, MODE_TREE, Absent, Present, read_path
+from assistant.worktree import (
+    MODE_EXEC,
+    MODE_LINK,
+    MODE_TREE,
+    Absent,
+    ParentCheck,
+    Present,
+    read_path,
+)
+
+MODE_GITLINK = 0o160000
 
 TEMP_PREFIX = ".annexsync-tmp-"
 
@@ -51,6 +61,8 @@ def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> P
     for path in sorted(set(changed)):
         check_path(path)
         node = entry_at(new, path)
+        if node is not None and node.filemode == MODE_GITLINK:
+            continue  # a submodule entry: annexsync never checks those out
         if node is None or node.filemode == MODE_TREE:
             old_node = entry_at(old, path)
             if old_node is not None and old_node.filemode != MODE_TREE:
@@ -80,6 +92,7 @@ def inspect(
     reading it, so a change made after this look is still noticed by ``apply``."""
     dirty: list[str] = []
     stamps: dict[str, Stamp] = {}
+    check = ParentCheck(root, lambda _dir: None)
     for path in paths:
         node = entry_at(old, path)
         expected = (
@@ -87,6 +100,9 @@ def inspect(
             if node is None or node.filemode == MODE_TREE
             else Entry(str(node.id), node.filemode)
         )
+        if not check.parents_ok(path):
+            dirty.append(path)  # never look, or write, through a symlinked directory
+            continue
         before = stamp(root / path)
         state = read_path(root, path, largefiles=1 << 62)
         if isinstance(state, Present):
@@ -131,8 +147,13 @@ def _remove(root: Path, path: str) -> None:
         parent = posixpath.dirname(parent)
 
 
-def write_entry(repo: pygit2.Repository, root: Path, path: str, entry: Entry) -> None:
-    """Write one blob to ``path`` atomically (a temporary file renamed into place)."""
+def write_entry(
+    repo: pygit2.Repository, root: Path, path: str, entry: Entry, expect: object = ...
+) -> bool:
+    """Write one blob to ``path`` through a temporary file renamed into place. With
+    ``expect`` (a stamp), the file is compared once more just before the rename, after the
+    possibly long write of the temporary file: if the user saved meanwhile, their file stays
+    and False is returned."""
     parent = _safe_parent(root, path)
     data = repo[pygit2.Oid(hex=entry.oid)].data  # type: ignore[attr-defined]
     final = root / path
@@ -155,22 +176,53 @@ def write_entry(repo: pygit2.Repository, root: Path, path: str, entry: Entry) ->
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
+    if expect is not ... and stamp(final) != expect:
+        os.unlink(temp)
+        return False
     os.replace(temp, final)
+    return True
 
 
-def apply(repo: pygit2.Repository, root: Path, work: Plan, stamps: dict[str, Stamp]) -> list[str]:
+def apply(
+    repo: pygit2.Repository, root: Path, work: Plan, stamps: dict[str, Stamp]
+) -> tuple[list[str], list[str]]:
     """Carry out a plan: removals first (a file may make way for a directory), then writes,
     each atomically through a temporary file renamed into place. A path whose file changed
-    since ``inspect`` stamped it is left as the user has it; those paths are returned."""
-    skipped = []
+    since ``inspect`` stamped it is left as the user has it. Returns (paths changed, paths
+    left as the user has them)."""
+    done: list[str] = []
+    skipped: list[str] = []
+    check = ParentCheck(root, lambda _dir: None)
     for path in work.remove:
-        if stamp(root / path) != stamps.get(path):
+        if not check.parents_ok(path) or stamp(root / path) != stamps.get(path):
             skipped.append(path)
             continue
         _remove(root, path)
+        done.append(path)
     for path, entry in sorted(work.write.items()):
-        if stamp(root / path) != stamps.get(path):
+        expected = stamps.get(path)
+        if stamp(root / path) != expected or not write_entry(repo, root, path, entry, expected):
             skipped.append(path)
             continue
-        write_entry(repo, root, path, entry)
-    return skipped
+        done.append(path)
+    return done, skipped
+
+
+def restore(
+    repo: pygit2.Repository, root: Path, old: pygit2.Tree | None, work: Plan, done: list[str]
+) -> None:
+    """Undo ``apply`` on the paths it changed and nobody touched since: each gets its
+    version from ``old`` back (or goes away), so an interrupted update leaves no trace."""
+    for path in done:
+        state = read_path(root, path, largefiles=1 << 62)
+        wanted = work.write.get(path)
+        untouched = (isinstance(state, Present) and state.entry == wanted) or (
+            wanted is None and isinstance(state, Absent)
+        )
+        if not untouched:
+            continue
+        node = entry_at(old, path)
+        if node is None or node.filemode == MODE_TREE:
+            _remove(root, path)
+        else:
+            write_entry(repo, root, path, Entry(str(node.id), node.filemode))

@@ -14,7 +14,7 @@ import pygit2
 
 from assistant.autocommit import AutoCommitter
 from assistant.changes import Entry
-from assistant.checkout import Plan, UnsafePath, apply, inspect, plan, write_entry
+from assistant.checkout import Plan, UnsafePath, apply, inspect, plan, restore, write_entry
 from assistant.gitrepo import state_dir
 from assistant.merge import VARIANT_HEX, Variant, merge_commits, variant_path
 from assistant.treeedit import entry_at
@@ -139,7 +139,8 @@ def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult
 
 def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
     repo = committer.repo
-    for _attempt in range(ATTEMPTS):
+    stubborn: set[str] = set()
+    for attempt in range(ATTEMPTS):
         blocked = committer.blocked_reason()
         if blocked:
             return IntegrateResult(paused=blocked[0])
@@ -147,10 +148,13 @@ def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
         if pending.blocked:
             return IntegrateResult(paused=pending.blocked)
         committer.sync_index()
+        before = committer.git_snapshot()
         branch = repo.references["HEAD"].target
         assert isinstance(branch, str)
         short = branch.removeprefix("refs/heads/")
-        head = None if repo.head_is_unborn else repo.head.peel(pygit2.Commit)
+        # The ref object read now: set_target on it is a compare-and-swap against this value.
+        ref = None if repo.head_is_unborn else repo.references[branch]
+        head = ref.peel(pygit2.Commit) if ref is not None else None
         result = IntegrateResult()
         target = head.id if head is not None else None
         for name, oid in incoming_refs(repo, short):
@@ -184,28 +188,39 @@ def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
         except UnsafePath as exc:
             return IntegrateResult(paused=str(exc))
         dirty, stamps = inspect(committer.root, old_tree, work.paths())
-        if dirty:
+        # A path still dirty right after committing cannot be committed here (ignored on
+        # this node only, too large, unreadable): keep it as it is, the incoming version
+        # goes beside it, and merging goes on.
+        stubborn |= set(dirty) if attempt > 0 else set()
+        if set(dirty) - stubborn:
             log.info(
                 "the user changed %d files during the merge; committing them first", len(dirty)
             )
             continue
+        if committer.git_moved(branch, before):
+            continue
         try:
-            kept = apply(repo, committer.root, work, stamps)
+            done, kept = apply(repo, committer.root, work, stamps)
         except (UnsafePath, OSError) as exc:
             log.error("cannot update the working tree: %s; merge postponed", exc)
             return IntegrateResult(paused=f"cannot update the working tree: {exc}")
+        if committer.git_moved(branch, before):
+            log.info("git changed the repository during the merge; undoing the update")
+            restore(repo, committer.root, old_tree, work, done)
+            continue
         committer.adopt(str(target), _entries(new_tree, changed))
         try:
-            if head is None:
+            if ref is None:
                 repo.references.create(branch, target, force=False)
             else:
-                repo.references[branch].set_target(target, f"annexsync: {result.kind}")
+                ref.set_target(target, f"annexsync: {result.kind}")
         except (pygit2.GitError, pygit2.AlreadyExistsError):
-            log.info("the branch moved during the merge; merging again")
+            log.info("the branch moved during the merge; undoing the update and merging again")
+            restore(repo, committer.root, old_tree, work, done)
             continue
         committer.sync_index()
         if kept:
-            log.info("kept the user's version of %s, changed during the merge", ", ".join(kept))
+            log.info("kept the local version of %s, changed during the merge", ", ".join(kept))
             committer.commit_paths(kept + _keep_merged_versions(repo, committer.root, work, kept))
             committer.sync_index()
         result.head = str(repo.head.target)

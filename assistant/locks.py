@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger("annexsync.locks")
 
 MARKER = "locks-in-flight"
-# A lock created more than this long before the note cannot be ours.
+# Only a lock created this close to the note can be ours; a later one is a live git's.
 SLACK_SECONDS = 1.0
 
 
@@ -50,7 +50,7 @@ class LockNotes:
         for name in names:
             path = self.gitdir / name
             try:
-                if path.stat().st_mtime >= noted_at - SLACK_SECONDS:
+                if abs(path.stat().st_mtime - noted_at) <= SLACK_SECONDS:
                     path.unlink()
                     removed.append(name)
                     log.warning("removed %s left behind by an interrupted commit", path)

@@ -17,7 +17,6 @@ from assistant.protocol.push import PushResult, RefUpdate, push
 from assistant.remotes import (
     LocalLocation,
     Remote,
-    SSHLocation,
     fetch_target,
     push_target,
     shell_quote,
@@ -64,9 +63,11 @@ class Peers:
 
     async def is_bare(self, remote: Remote, transport: Transport) -> bool:
         """Whether the peer's repository is bare (cached for this process)."""
+        if remote.bare is not None:
+            return remote.bare
         key = (transport.describe(), remote.location.path)
         if key not in self._bare:
-            self._bare[key] = await _probe_bare(remote.location, transport)
+            self._bare[key] = await _probe_bare(remote, transport)
         return self._bare[key]
 
 
@@ -84,18 +85,28 @@ def remote_path_expr(path: str) -> str:
     return shell_quote(path)
 
 
-async def _probe_bare(location: LocalLocation | SSHLocation, transport: Transport) -> bool:
+async def _probe_bare(remote: Remote, transport: Transport) -> bool:
+    """Ask the peer whether its repository is bare. A peer that will not run the question
+    (git-shell, gitolite, a hosting service) is an error naming the setting that answers
+    it; a missing path or missing git falls through to receive-pack, which says so best."""
+    location = remote.location
     if isinstance(location, LocalLocation):
         try:
             return bool(pygit2.Repository(location.path).is_bare)
         except pygit2.GitError:
-            return False  # receive-pack will say what is wrong with the path
+            return False
     script = f"git -C {remote_path_expr(location.path)} rev-parse --is-bare-repository"
-    try:
-        status, out, _ = await transport.run(["sh", "-c", script])
-    except NotImplementedError:
+    status, out, err = await transport.run(["sh", "-c", script])
+    if status == 0 and out.strip() in ("true", "false"):
+        return out.strip() == "true"
+    if status in (127, 128):
         return False
-    return status == 0 and out.strip() == "true"
+    detail = (err.strip().splitlines() or ["no answer"])[-1]
+    raise TransportError(
+        f"cannot tell whether {remote.name} is a bare repository ({transport.describe()} "
+        f"refused a shell command: {detail}); set it with "
+        f"'git config remote.{remote.name}.annexsync-bare true' (or false)"
+    )
 
 
 def branch_tips(repo: pygit2.Repository) -> dict[str, str]:

@@ -107,11 +107,17 @@ class Remote:
     sync: bool = True
     push: bool = True
     pull: bool = True
+    bare: bool | None = None  # remote.<name>.annexsync-bare; None: ask the peer
 
 
 def _switch(config: pygit2.Config, name: str, key: str) -> bool:
     value = get_string(config, f"remote.{name}.annexsync-{key}")
     return True if value is None else parse_bool(f"remote.{name}.annexsync-{key}", value)
+
+
+def _optional_bool(config: pygit2.Config, name: str, key: str) -> bool | None:
+    value = get_string(config, f"remote.{name}.annexsync-{key}")
+    return None if value is None else parse_bool(f"remote.{name}.annexsync-{key}", value)
 
 
 def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
@@ -140,6 +146,7 @@ def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
                 sync=_switch(config, name, "sync"),
                 push=_switch(config, name, "push"),
                 pull=_switch(config, name, "pull"),
+                bare=_optional_bool(config, name, "bare"),
             )
         )
     return remotes

@@ -80,6 +80,9 @@ class CommitActor:
                     deadline = self._last_commit + quiet
                 else:
                     synced = await self.worker.run(self.committer.sync_index)
+                    if self.committer.recheck:
+                        self.note_many(sorted(self.committer.recheck))
+                        self.committer.recheck.clear()
                     if synced:
                         self._index_cost = self._now() - started
                     else:

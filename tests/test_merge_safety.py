@@ -1,0 +1,201 @@
+"""Merging and auto-commit never lose data when git, the user or the disk move underneath."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+from conftest import annexsync, git, head_files
+from test_sync import disk_files, incoming, put, seeded_engine, user_edit
+
+import assistant.integrate as integrate_module
+from assistant.changes import Entry
+from assistant.checkout import plan, stamp, write_entry
+from assistant.integrate import integrate
+from assistant.locks import LockNotes
+
+
+def test_a_commit_made_by_the_user_during_the_tree_update_is_never_overwritten(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ac = seeded_engine(repo, {"notes.md": "base\n", "other.txt": "o\n"})
+    peer = incoming(ac, {"notes.md": "incoming\n"})
+    real_apply = integrate_module.apply
+    calls = []
+
+    def apply_while_the_user_commits(*args, **kwargs):  # type: ignore[no-untyped-def]
+        done = real_apply(*args, **kwargs)
+        if not calls:
+            put(repo, "mine.txt", "the user's own commit\n")
+            git(repo, "add", "mine.txt")
+            git(repo, "commit", "-q", "-m", "by hand")
+        calls.append(1)
+        return done
+
+    monkeypatch.setattr(integrate_module, "apply", apply_while_the_user_commits)
+    result = integrate(ac)
+    user_commit = git(repo, "log", "--format=%H", "--grep=by hand").strip()
+    assert result.paused is None, result.paused
+    head = ac.repo.head.peel(pygit2.Commit).id
+    assert ac.repo.descendant_of(head, pygit2.Oid(hex=user_commit)), "user's commit kept"
+    assert ac.repo.descendant_of(head, peer), "the peer's commit merged"
+    assert disk_files(repo) == {
+        "notes.md": b"incoming\n",
+        "other.txt": b"o\n",
+        "mine.txt": b"the user's own commit\n",
+    }
+    assert head_files(repo) == disk_files(repo)
+
+
+def test_a_save_landing_while_the_new_version_is_written_stays(repo: Path) -> None:
+    """The file is compared once more after the (possibly long) write of the temporary
+    file, just before the rename."""
+    r = pygit2.Repository(str(repo))
+    put(repo, "big.bin", "before\n")
+    seen = stamp(repo / "big.bin")
+    user_edit(repo / "big.bin", "saved by the user meanwhile\n")
+    entry = Entry(str(r.create_blob(b"merged\n")), 0o100644)
+
+    assert write_entry(r, repo, "big.bin", entry, seen) is False
+
+    assert (repo / "big.bin").read_text() == "saved by the user meanwhile\n"
+    assert [p.name for p in repo.iterdir() if p.name.startswith(".annexsync-tmp")] == []
+
+
+def test_a_folder_replaced_by_a_symlink_is_held_whole_by_the_deletion_guard(
+    repo: Path, tmp_path: Path
+) -> None:
+    files = {f"d/f{i:02d}.txt": f"{i}\n" for i in range(30)}
+    files.update({f"top{i}.txt": "t\n" for i in range(5)})
+    ac = seeded_engine(repo, files)
+    elsewhere = tmp_path / "external"
+    (repo / "d").rename(elsewhere)
+    os.symlink(elsewhere, repo / "d")
+
+    result = ac.commit_paths(["d"])
+
+    assert sorted(result.held) == sorted(p for p in files if p.startswith("d/"))
+    assert head_files(repo) == {p: d.encode() for p, d in files.items()}, "nothing replaced"
+    later = ac.commit_paths(["d"])  # an event on the link alone must not slip through
+    assert later.commit is None
+    assert head_files(repo) == {p: d.encode() for p, d in files.items()}
+
+    released = ac.commit_paths([], allow_deletions=True)
+
+    assert released.commit is not None
+    after = head_files(repo)
+    assert after["d"] == os.fsencode(elsewhere)
+    assert not any(p.startswith("d/") for p in after)
+
+
+def test_a_path_that_cannot_be_committed_here_does_not_stop_merging(repo: Path) -> None:
+    """A file the peer added at a path this node ignores (only here) stays as it is; the
+    peer's version goes beside it and the merge completes."""
+    ac = seeded_engine(repo, {"notes.md": "base\n"})
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("local.cfg\n")
+    put(repo, "local.cfg", "this node's own settings\n")
+    peer = incoming(ac, {"local.cfg": "the peer's settings\n", "notes.md": "peer\n"})
+
+    result = integrate(ac)
+
+    assert result.paused is None, result.paused
+    assert ac.repo.descendant_of(ac.repo.head.target, peer)
+    files = disk_files(repo)
+    assert files["local.cfg"] == b"this node's own settings\n"
+    assert b"the peer's settings\n" in [d for p, d in files.items() if p.startswith("local")]
+    assert files["notes.md"] == b"peer\n"
+
+
+def test_paths_whose_index_entries_a_user_commit_dropped_are_committed_again(
+    repo: Path,
+) -> None:
+    ac = seeded_engine(repo, {"a.txt": "a\n", "b.txt": "b\n"})
+    put(repo, "a.txt", "a2\n")
+    assert ac.commit_paths(["a.txt"]).commit is not None  # the index write is still pending
+    put(repo, "b.txt", "b2\n")
+    git(repo, "add", "b.txt")
+    git(repo, "commit", "-q", "-m", "by hand")  # made from an index with the old a.txt
+    assert head_files(repo)["a.txt"] == b"a\n"
+
+    ac.sync_index()
+
+    assert ac.recheck == {"a.txt"}
+    assert ac.commit_paths(sorted(ac.recheck)).commit is not None
+    assert head_files(repo) == {"a.txt": b"a2\n", "b.txt": b"b2\n"}
+
+
+def test_a_lock_a_live_git_created_after_the_crash_is_left_alone(tmp_path: Path) -> None:
+    gitdir = tmp_path / "git"
+    state = gitdir / "annexsync"
+    state.mkdir(parents=True)
+    notes = LockNotes(state, gitdir)
+    (state / "locks-in-flight").write_text("index.lock\n")
+    noted = time.time() - 30
+    os.utime(state / "locks-in-flight", (noted, noted))
+    (gitdir / "index.lock").write_text("")  # a user's git, long after the crash
+
+    assert notes.clear_stale() == []
+    assert (gitdir / "index.lock").exists()
+
+
+def test_a_crash_left_lock_from_the_noted_moment_is_removed(tmp_path: Path) -> None:
+    gitdir = tmp_path / "git"
+    state = gitdir / "annexsync"
+    state.mkdir(parents=True)
+    notes = LockNotes(state, gitdir)
+    with notes.creating("index.lock"):
+        (gitdir / "index.lock").write_text("")
+        os.link(state / "locks-in-flight", tmp_path / "kept-note")  # the crash: note stays
+    os.link(tmp_path / "kept-note", state / "locks-in-flight")
+
+    assert notes.clear_stale() == ["index.lock"]
+    assert not (gitdir / "index.lock").exists()
+
+
+def test_nothing_is_read_or_removed_through_a_symlinked_directory(
+    repo: Path, tmp_path: Path
+) -> None:
+    ac = seeded_engine(repo, {"d/f.txt": "f\n", "keep.txt": "k\n"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_text("f\n")  # same content: it looks unchanged through the link
+    old_tree = ac.repo.head.peel(pygit2.Commit).tree
+    (repo / "d" / "f.txt").unlink()
+    (repo / "d").rmdir()
+    os.symlink(outside, repo / "d")
+    incoming(ac, {"d/f.txt": None})
+    work = plan(
+        old_tree, ac.repo[ac.repo.references["refs/remotes/peer/main"].target].tree, ["d/f.txt"]
+    )
+    dirty, _stamps = integrate_module.inspect(repo, old_tree, work.paths())
+
+    assert dirty == ["d/f.txt"]
+    assert (outside / "f.txt").exists()
+
+
+def test_submodule_entries_from_a_peer_are_never_checked_out(repo: Path) -> None:
+    ac = seeded_engine(repo, {"a.txt": "a\n"})
+    head = ac.repo.head.peel(pygit2.Commit)
+    builder = ac.repo.TreeBuilder(head.tree)
+    builder.insert("sub", pygit2.Oid(hex="1" * 40), 0o160000)
+    work = plan(head.tree, ac.repo[builder.write()], ["sub"])  # type: ignore[arg-type]
+    assert work.paths() == []
+
+
+def test_a_configured_bare_switch_decides_the_ref_mapping_without_asking(tmp_path: Path) -> None:
+    hub = tmp_path / "hub.git"
+    git(tmp_path, "init", "-q", "--bare", str(hub))
+    node = tmp_path / "node"
+    node.mkdir()
+    git(node, "init", "-q")
+    put(node, "a.txt", "a\n")
+    git(node, "remote", "add", "hub", str(hub))
+    git(node, "config", "remote.hub.annexsync-bare", "false")  # treat it as a working tree
+    proc = annexsync("-C", str(node), "sync")
+    assert proc.returncode == 0, proc.stderr
+    refs = git(hub, "for-each-ref", "--format=%(refname)")
+    assert "refs/remotes/" in refs and "refs/heads/main" not in refs
