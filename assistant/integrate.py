@@ -57,20 +57,29 @@ class IntegrateResult:
     held_back: dict[str, str] = field(default_factory=dict)
 
 
-def incoming_refs(repo: pygit2.Repository, branch: str) -> list[tuple[str, pygit2.Oid]]:
-    """What peers have for ``branch``: every ``refs/remotes/*/synced/<branch>`` pushed to us
-    and every ``refs/remotes/<remote>/<branch>`` fetched, ordered by commit id."""
+def incoming_refs(
+    repo: pygit2.Repository, branch: str, pull_from: set[str] | None = None
+) -> list[tuple[str, pygit2.Oid]]:
+    """What peers have for ``branch``, ordered by commit id: every
+    ``refs/remotes/<node>/synced/<branch>`` pushed to us, and ``refs/remotes/<remote>/<branch>``
+    for each remote in ``pull_from`` (every remote when None)."""
     found = []
     for name in repo.references:
         if not name.startswith("refs/remotes/"):
             continue
         rest = name.removeprefix("refs/remotes/")
-        remote, _, tail = rest.partition("/")
-        if tail in (f"synced/{branch}", branch) and remote:
-            try:
-                found.append((name, repo.references[name].peel(pygit2.Commit).id))
-            except (pygit2.GitError, ValueError):
-                continue
+        node, _, tail = rest.partition("/")
+        pushed = bool(node) and tail == f"synced/{branch}"
+        if pull_from is None:
+            fetched = bool(node) and tail == branch
+        else:
+            fetched = any(rest == f"{remote}/{branch}" for remote in pull_from)
+        if not (pushed or fetched):
+            continue
+        try:
+            found.append((name, repo.references[name].peel(pygit2.Commit).id))
+        except (pygit2.GitError, ValueError):
+            continue
     return sorted(found, key=lambda item: (str(item[1]), item[0]))
 
 
@@ -127,17 +136,21 @@ def _keep_merged_versions(
     return written
 
 
-def integrate(committer: AutoCommitter, resolve: bool = True) -> IntegrateResult:
+def integrate(
+    committer: AutoCommitter, resolve: bool = True, pull_from: set[str] | None = None
+) -> IntegrateResult:
     """Merge every incoming ref for the current branch into it (see the module doc), and
     remember for status which peers' commits had to be left unmerged."""
-    result = _integrate(committer, resolve)
+    result = _integrate(committer, resolve, pull_from)
     if result.paused is None:
         with contextlib.suppress(OSError):
             record_held_merges(state_dir(committer.repo), result.held_back)
     return result
 
 
-def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
+def _integrate(
+    committer: AutoCommitter, resolve: bool, pull_from: set[str] | None
+) -> IntegrateResult:
     repo = committer.repo
     stubborn: set[str] = set()
     for attempt in range(ATTEMPTS):
@@ -157,7 +170,7 @@ def _integrate(committer: AutoCommitter, resolve: bool) -> IntegrateResult:
         head = ref.peel(pygit2.Commit) if ref is not None else None
         result = IntegrateResult()
         target = head.id if head is not None else None
-        for name, oid in incoming_refs(repo, short):
+        for name, oid in incoming_refs(repo, short, pull_from):
             if target is None:
                 target, result.kind = oid, "fast-forward"
                 result.merged.append(name)

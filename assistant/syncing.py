@@ -110,7 +110,7 @@ async def sync_with(
         pulls = [r for r in remotes if r.pull]
         for outcome in await asyncio.gather(*(fetch_from(peers, repo, r) for r in pulls)):
             reports[outcome.remote].fetch = outcome
-        merged = await blocking(integrate, committer, resolve)
+        merged = await blocking(integrate, committer, resolve, {r.name for r in pulls})
         pushes = [r for r in remotes if r.push]
         for outcome in await asyncio.gather(*(push_to(peers, repo, identity, r) for r in pushes)):
             reports[outcome.remote].push = outcome

@@ -199,3 +199,22 @@ def test_a_configured_bare_switch_decides_the_ref_mapping_without_asking(tmp_pat
     assert proc.returncode == 0, proc.stderr
     refs = git(hub, "for-each-ref", "--format=%(refname)")
     assert "refs/remotes/" in refs and "refs/heads/main" not in refs
+
+
+def test_only_remotes_this_sync_pulls_from_are_merged(tmp_path: Path) -> None:
+    """A ref fetched by hand (git fetch upstream) or from a remote with pulls switched off
+    is not merged and spread to every peer; what peers pushed here always is."""
+    node = tmp_path / "node"
+    node.mkdir()
+    git(node, "init", "-q")
+    ac = seeded_engine(node, {"a.txt": "a\n"})
+    incoming(ac, {"upstream.txt": "from upstream\n"})
+    ac.repo.references.create(
+        "refs/remotes/up/stream/main", ac.repo.references["refs/remotes/peer/main"].target
+    )
+    ac.repo.references.delete("refs/remotes/peer/main")
+
+    assert integrate(ac, pull_from=set()).kind == "up-to-date"
+    assert "upstream.txt" not in head_files(node)
+    assert integrate(ac, pull_from={"up/stream"}).kind == "fast-forward"
+    assert head_files(node)["upstream.txt"] == b"from upstream\n"

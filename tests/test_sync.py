@@ -154,7 +154,7 @@ def test_merge_commit_is_the_same_whichever_node_merges(tmp_path: Path) -> None:
     _hub, alpha, beta = seeded_pair(tmp_path)
     pairs = ((alpha, "beta"), (beta, "alpha"))
     for node, other in pairs:
-        add_remote(node, other, tmp_path / other, push="false", pull="false")
+        add_remote(node, other, tmp_path / other, push="false", sync="false")
         git(node, "config", "remote.hub.annexsync-sync", "false")
     put(alpha, "notes.md", "from alpha\n")
     put(beta, "notes.md", "from beta\n")
@@ -163,8 +163,10 @@ def test_merge_commit_is_the_same_whichever_node_merges(tmp_path: Path) -> None:
     mine = sorted((head_id(alpha), head_id(beta)))
     for node, other in pairs:
         assert annexsync("-C", str(node), "fetch", other).returncode == 0
-    for node in (alpha, beta):
-        sync(node)  # merges what the fetch brought, on its own
+        # from now on the other node is out of reach: each merges what it has, on its own
+        git(node, "remote", "set-url", other, str(tmp_path / "out-of-reach"))
+    for node, other in pairs:
+        sync(node, other, expect=None)  # the fetch fails; the merge of what came happens
     assert head_id(alpha) == head_id(beta)
     merge = pygit2.Repository(str(alpha)).head.peel(pygit2.Commit)
     assert sorted(str(p) for p in merge.parent_ids) == mine
@@ -174,8 +176,9 @@ def test_merge_commit_is_the_same_whichever_node_merges(tmp_path: Path) -> None:
     counts = (commit_count(alpha), commit_count(beta))
     for node, other in pairs:
         git(node, "config", "--unset-all", "remote.hub.annexsync-sync")
-        git(node, "config", "--unset-all", f"remote.{other}.annexsync-pull")
+        git(node, "config", "--unset-all", f"remote.{other}.annexsync-sync")
         git(node, "config", "--unset-all", f"remote.{other}.annexsync-push")
+        git(node, "remote", "set-url", other, str(tmp_path / other))
     sync(alpha)
     sync(beta)
     sync(alpha)
