@@ -127,15 +127,15 @@ class WatchdogRecorder:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.times: list[float] = []
-        self.events: list[tuple[float, str, bool | None]] = []
+        self.events: list[tuple[float, str, bool | None, bool]] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.watcher: TreeWatcher | None = None
 
-    def _on_path(self, path: str, writing: bool | None) -> None:
+    def _on_path(self, path: str, writing: bool | None, gone: bool = False) -> None:
         now = self.loop.time()
         self.times.append(now)
-        self.events.append((now, path, writing))
+        self.events.append((now, path, writing, gone))
 
     def start(self) -> None:
         self.thread.start()
@@ -235,7 +235,7 @@ def simulate(group: list[tuple[float, str, bool | None]], delay: float) -> tuple
     taken before the save's last event, did that batch hold a path that would be committed)."""
     batcher = Batcher(delay, 1.0, 5000)
     early = harmful = False
-    for n, (when, path, writing) in enumerate(group):
+    for n, (when, path, writing, gone) in enumerate(group):
         if n:
             due = batcher.deadline()
             while due is not None and due < when:
@@ -245,7 +245,7 @@ def simulate(group: list[tuple[float, str, bool | None]], delay: float) -> tuple
                 early = True
                 harmful = harmful or not all(harmless(p) for p in taken)
                 due = batcher.deadline()
-        batcher.note(path, when, writing)
+        batcher.note(path, when, writing, gone)
     return early, harmful
 
 
