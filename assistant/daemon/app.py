@@ -22,6 +22,7 @@ from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
 from assistant.gitrepo import state_dir, worktree_root
 from assistant.integrate import read_held_merges
+from assistant.maintenance import gc_auto
 from assistant.node import NodeIdentity
 
 log = logging.getLogger("annexsync.assistant")
@@ -170,6 +171,8 @@ class Assistant:
                 next_rescan = 0.0
             if loop.time() >= next_rescan:
                 await self.rescan()
+                if self.rescan_interval >= self.settings.rescan:  # not in fallback mode
+                    await asyncio.to_thread(gc_auto, self.repo.path)
                 next_rescan = loop.time() + self.rescan_interval
 
     async def rescan(self) -> int:
