@@ -159,11 +159,9 @@ class AutoCommitter:
     def _index_has_conflicts(self) -> bool:
         """Whether git left conflict entries in the index; re-checked only when the index
         file changed, since the check walks every entry."""
-        try:
-            st = os.stat(os.path.join(self.repo.path, "index"))
-        except OSError:
+        stamp = self._stamp("index")
+        if stamp is None:
             return False
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._conflict_stamp:
             index = self.repo.index
             with contextlib.suppress(pygit2.GitError):
@@ -204,16 +202,15 @@ class AutoCommitter:
         if allow_deletions:
             self.held.clear()
             self.held_with.clear()
-        elif deletions and self._must_hold(deletions, old, new, base, now):
+        elif deletions and self._must_hold(deletions, new, base, now):
             self.held.update(deletions)
             result.held = deletions
             for path in deletions:
                 del new[path]
             log.warning(
-                "holding %d deletions (%s): run 'annexsync sync --allow-deletions' to commit "
-                "them, or restore the files",
+                "mass-deletion guard: holding %d deletions; run 'annexsync sync "
+                "--allow-deletions' to commit them, or restore the files",
                 len(self.held),
-                "mass deletion guard",
             )
         if self.held:
             self._hold_what_would_replace_held(new)
@@ -293,11 +290,12 @@ class AutoCommitter:
     def _must_hold(
         self,
         deletions: list[str],
-        old: dict[str, Entry | None],
         new: dict[str, Entry | None],
         base: pygit2.Tree | None,
         now: float,
     ) -> bool:
+        """The guard: too many deletions at once (with the recent window and what is held
+        already), anything while something is held, or a tree about to be emptied."""
         recent = self.window.recent(now)
         tracked = self.tracked_count()
         pending_total = len(self.held | set(deletions)) + recent
