@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(func=cmd_push if action == "push" else cmd_fetch)
 
+    notify = commands.add_parser(
+        "notify-changes",
+        help="print a line whenever a branch of the repository at PATH changes (for peers)",
+    )
+    notify.add_argument("path", metavar="PATH", help="a bare or non-bare repository")
+    notify.set_defaults(func=cmd_notify_changes)
+
     for sub in commands.choices.values():
         # A separate dest: a subcommand's -C would otherwise replace the ones given before it.
         _add_chdir(sub, argparse.SUPPRESS, dest="chdir_after")
@@ -417,3 +424,10 @@ def cmd_push(args: argparse.Namespace, path: Path) -> int:
 
 def cmd_fetch(args: argparse.Namespace, path: Path) -> int:
     return _transfer(args, path, "fetch")
+
+
+def cmd_notify_changes(args: argparse.Namespace, path: Path) -> int:
+    """Stream ref changes of PATH (relative to -C) until the peer closes the channel."""
+    from assistant.notify import notify_changes
+
+    return notify_changes(path / args.path)
