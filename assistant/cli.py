@@ -285,6 +285,8 @@ def format_status(status: dict[str, Any]) -> str:
             "commit them with 'annexsync sync --allow-deletions' or restore the files"
         )
         lines.extend(f"           {p}" for p in held[:10])
+    for peer in status.get("peers", []):
+        lines.append(f"peer:      {peer['remote']}: {peer.get('summary', peer.get('state'))}")
     for ref, why in status.get("held_merges", {}).items():
         lines.append(f"not merged: {ref}: {why}")
     for path, size in status.get("large", {}).items():

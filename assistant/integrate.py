@@ -137,11 +137,14 @@ def _keep_merged_versions(
 
 
 def integrate(
-    committer: AutoCommitter, resolve: bool = True, pull_from: set[str] | None = None
+    committer: AutoCommitter,
+    resolve: bool = True,
+    pull_from: set[str] | None = None,
+    scan: bool = True,
 ) -> IntegrateResult:
     """Merge every incoming ref for the current branch into it (see the module doc), and
     remember for status which peers' commits had to be left unmerged."""
-    result = _integrate(committer, resolve, pull_from)
+    result = _integrate(committer, resolve, pull_from, scan)
     if result.paused is None:
         with contextlib.suppress(OSError):
             record_held_merges(state_dir(committer.repo), result.held_back)
@@ -149,7 +152,7 @@ def integrate(
 
 
 def _integrate(
-    committer: AutoCommitter, resolve: bool, pull_from: set[str] | None
+    committer: AutoCommitter, resolve: bool, pull_from: set[str] | None, scan: bool
 ) -> IntegrateResult:
     repo = committer.repo
     stubborn: set[str] = set()
@@ -157,7 +160,9 @@ def _integrate(
         blocked = committer.blocked_reason()
         if blocked:
             return IntegrateResult(paused=blocked[0])
-        pending = committer.commit_paths(committer.scan_candidates())
+        # The daemon flushes its own batch first and skips the whole-tree scan; edits made
+        # meanwhile are still caught by the check of each path before it is written.
+        pending = committer.commit_paths(committer.scan_candidates() if scan or attempt else [])
         if pending.blocked:
             return IntegrateResult(paused=pending.blocked)
         committer.sync_index()

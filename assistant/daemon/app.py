@@ -18,6 +18,7 @@ from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.control import ControlServer, socket_path
 from assistant.daemon.limits import FALLBACK_RESCAN, count_dirs, read_watch_limit, watch_shortage
+from assistant.daemon.replicator import Replicator
 from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
 from assistant.gitrepo import state_dir, worktree_root
@@ -43,6 +44,7 @@ class Assistant:
         self.worker = RepoWorker()
         self.committer = AutoCommitter(repo, identity, settings)
         self.actor: CommitActor | None = None
+        self.replicator: Replicator | None = None
         self.watcher: TreeWatcher | None = None
         self.watch_mode = "starting"
         self.watch_message: str | None = None
@@ -60,6 +62,17 @@ class Assistant:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop_event.set)
         self.actor = CommitActor(self.worker, self.committer, self.settings)
+        self.replicator = Replicator(
+            self.repo,
+            self.root,
+            self.identity,
+            self.settings,
+            self.committer,
+            self.worker,
+            self.actor,
+            self._spawn,
+        )
+        self.actor.on_commit = self.replicator.committed
         await self._start_watching()
         control = ControlServer(socket_path(self.state), self.handle)
         await control.start()
@@ -69,6 +82,7 @@ class Assistant:
             self.actor.note_many(await self.worker.run(self.committer.scan_candidates))
             self._spawn("committer", self.actor.run)
             self._spawn("sanity", self._sanity_loop)
+            self._spawn("replicator", self.replicator.run)
             log.info("assistant started on %s (pid %d)", self.root, os.getpid())
             self.started.set()
             on_ready()
@@ -83,6 +97,7 @@ class Assistant:
             try:
                 await self.actor.flush(patience=2.0)
             finally:
+                await self.replicator.close()
                 await control.close()
                 self.worker.close()
             log.info("assistant stopped")
@@ -122,6 +137,7 @@ class Assistant:
                 self.actor.note,
                 self.actor.git_changed,
                 self._root_gone,
+                self.replicator.refs_arrived,
             )
             try:
                 await asyncio.to_thread(self.watcher.start)
@@ -262,7 +278,7 @@ class Assistant:
                 "limit": read_watch_limit(),
                 "message": self.watch_message,
             },
-            "peers": [],
+            "peers": self.replicator.describe() if self.replicator else [],
         }
 
 

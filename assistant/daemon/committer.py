@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from assistant.autocommit import AutoCommitter, CommitResult
 from assistant.batching import Batcher
@@ -32,6 +32,7 @@ class CommitActor:
         self.batcher = Batcher(settings.delay, settings.maxdelay, settings.maxbatch)
         self.blocked: str | None = None
         self.commits = 0
+        self.on_commit: Callable[[], None] | None = None  # the replicator pushes it on
         self._retry_at = 0.0
         self._last_commit = float("-inf")
         self._index_cost = 0.0
@@ -117,6 +118,8 @@ class CommitActor:
             self._last_commit = self._now()
             self.commits += 1
             log.info("committed %s %s", result.commit[:10], self.committer.last_summary)
+            if self.on_commit is not None:
+                self.on_commit()
 
     async def flush(self, allow_deletions: bool = False, patience: float = 10.0) -> CommitResult:
         """Commit everything pending now, ignoring the quiet window (shutdown, sync); a

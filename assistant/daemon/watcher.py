@@ -75,6 +75,7 @@ class TreeWatcher:
         on_path: PathCallback,
         on_git: Callable[[], None],
         on_root_gone: Callable[[], None],
+        on_refs: Callable[[], None] | None = None,
     ) -> None:
         self.root = str(root)
         self.gitdir = str(gitdir).rstrip("/")
@@ -84,6 +85,7 @@ class TreeWatcher:
         self.on_path = on_path
         self.on_git = on_git
         self.on_root_gone = on_root_gone
+        self.on_refs = on_refs
         self.observer: Observer | None = None  # type: ignore[valid-type]
 
     def start(self) -> None:
@@ -144,6 +146,10 @@ class TreeWatcher:
                     name = path[len(self._git_prefix) :]
                     if name in GIT_SIGNALS:
                         self.loop.call_soon_threadsafe(self.on_git)
+                    elif self.on_refs is not None and (
+                        name.startswith("refs/remotes/") or name == "packed-refs"
+                    ):
+                        self.loop.call_soon_threadsafe(self.on_refs)
                 continue
             if rel.startswith(".git/") or "/.git/" in rel or rel.endswith("/.git"):
                 if not rel.startswith(".git/"):
