@@ -83,6 +83,18 @@ def incoming_refs(
     return sorted(found, key=lambda item: (str(item[1]), item[0]))
 
 
+def has_incoming(repo: pygit2.Repository, pull_from: set[str] | None = None) -> bool:
+    """Whether any incoming ref for the current branch holds a commit HEAD lacks."""
+    if repo.head_is_detached:
+        return False
+    branch = str(repo.references["HEAD"].target).removeprefix("refs/heads/")
+    head = None if repo.head_is_unborn else repo.head.target
+    return any(
+        head is None or (oid != head and not repo.descendant_of(head, oid))
+        for _name, oid in incoming_refs(repo, branch, pull_from)
+    )
+
+
 def _changed(old: pygit2.Tree | None, new: pygit2.Tree) -> set[str]:
     diff = new.diff_to_tree(old, swap=True) if old is not None else new.diff_to_tree(swap=True)
     return {p for d in diff.deltas for p in (d.old_file.path, d.new_file.path)}

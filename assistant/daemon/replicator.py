@@ -22,7 +22,7 @@ from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.worker import RepoWorker
-from assistant.integrate import integrate
+from assistant.integrate import has_incoming, integrate
 from assistant.node import NodeIdentity
 from assistant.peers import Outcome, Peers, fetch_from, push_to
 from assistant.peerstate import PeerStatus
@@ -104,6 +104,8 @@ class Replicator:
             await self._want_merge.wait()
             await asyncio.sleep(MERGE_COALESCE)
             self._want_merge.clear()
+            if not await self.worker.run(has_incoming, self.committer.repo, pulls):
+                continue
             await self.actor.flush(patience=2.0)  # local edits are committed first
             result = await self.worker.run(
                 integrate, self.committer, self.settings.resolvemerge, pulls, False

@@ -1,0 +1,120 @@
+"""Live replication between running assistants on local paths: each commit is pushed at once,
+arrivals are merged at once, and nothing ping-pongs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import Daemon, annexsync, commit_count, git, head_files, wait_until
+
+
+def node(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.mkdir()
+    git(path, "init", "-q")
+    assert annexsync("-C", str(path), "init", "--name", name).returncode == 0
+    return path
+
+
+def head(path: Path) -> str:
+    return git(path, "rev-parse", "HEAD", check=False).strip()
+
+
+def settled(*nodes: Path) -> None:
+    """All heads equal, and no further commits appear (no ping-pong)."""
+    wait_until(lambda: len({head(n) for n in nodes}) == 1, timeout=30)
+    counts = [commit_count(n) for n in nodes]
+    time.sleep(1.0)
+    assert [commit_count(n) for n in nodes] == counts
+    assert len({head(n) for n in nodes}) == 1
+
+
+def test_edits_on_either_node_reach_the_other_at_once(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    git(b, "remote", "add", "alpha", str(a))
+    da, db = daemon_factory(a).start(), daemon_factory(b).start()
+
+    (a / "note.md").write_text("from alpha\n")
+    wait_until(
+        lambda: (b / "note.md").exists() and (b / "note.md").read_text() == "from alpha\n",
+        timeout=30,
+    )
+    (b / "reply.md").write_text("from beta\n")
+    wait_until(lambda: (a / "reply.md").exists(), timeout=30)
+
+    settled(a, b)
+    assert (
+        head_files(a) == head_files(b) == {"note.md": b"from alpha\n", "reply.md": b"from beta\n"}
+    )
+    peers = {p["remote"]: p for p in da.status()["peers"]}
+    assert peers["beta"]["state"] == "connected"
+    assert "peer:      beta: connected" in annexsync("-C", str(a), "status").stdout
+    assert db.status()["pending_count"] == 0
+
+
+def test_a_node_without_remotes_merges_what_a_peer_pushes_to_it(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    daemon_factory(a).start()
+    daemon_factory(b).start()
+
+    (a / "only-pushed.txt").write_text("pushed\n")
+
+    wait_until(lambda: (b / "only-pushed.txt").exists(), timeout=30)
+    settled(a, b)
+    assert git(b, "status", "--porcelain") == ""
+
+
+def test_what_arrived_while_the_assistant_was_down_is_merged_when_it_starts(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    (a / "early.txt").write_text("early\n")
+    assert annexsync("-C", str(a), "sync").returncode == 0  # lands in beta's synced ref
+    assert "early.txt" not in head_files(b)
+
+    daemon_factory(b).start()
+
+    wait_until(lambda: (b / "early.txt").exists(), timeout=30)
+    assert head(b) == head(a)
+
+
+def test_concurrent_edits_of_one_file_converge_with_both_versions_kept(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    git(b, "remote", "add", "alpha", str(a))
+    daemon_factory(a).start()
+    daemon_factory(b).start()
+    (a / "shared.md").write_text("base\n")
+    wait_until(lambda: (b / "shared.md").exists(), timeout=30)
+    settled(a, b)
+
+    (a / "shared.md").write_text("alpha's edit\n")
+    (b / "shared.md").write_text("beta's edit\n")
+
+    def both_versions_everywhere() -> bool:
+        for n in (a, b):
+            versions = {d for p, d in head_files(n).items() if p.startswith("shared.")}
+            if versions != {b"alpha's edit\n", b"beta's edit\n"}:
+                return False
+        return True
+
+    wait_until(both_versions_everywhere, timeout=30)
+    settled(a, b)
+    for n in (a, b):
+        files = head_files(n)
+        assert not any(b"<<<<<<<" in data for data in files.values())
+        on_disk = {p.name: p.read_bytes() for p in n.iterdir() if p.is_file()}
+        assert {k: v for k, v in on_disk.items() if k.startswith("shared.")} == {
+            k: v for k, v in files.items() if k.startswith("shared.")
+        }
