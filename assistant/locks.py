@@ -59,3 +59,25 @@ class LockNotes:
         with contextlib.suppress(OSError):
             os.unlink(self.marker)
         return removed
+
+
+STALE_REF_LOCK = 60.0
+
+
+def clear_stale_ref_locks(
+    gitdir: Path, now: float, older_than: float = STALE_REF_LOCK
+) -> list[str]:
+    """Remove ref locks under ``refs/remotes`` that a peer's receive-pack left when its
+    connection died mid-push. receive-pack holds such a lock only for the moment it moves the
+    ref (after the whole pack has arrived), so one this old is certainly abandoned; left in
+    place it would make every later push from that peer fail."""
+    removed = []
+    for lock in (gitdir / "refs" / "remotes").rglob("*.lock"):
+        try:
+            if lock.is_file() and lock.stat().st_mtime < now - older_than:
+                lock.unlink()
+                removed.append(str(lock.relative_to(gitdir)))
+                log.warning("removed %s, left by a push that was cut off", lock)
+        except OSError:
+            continue
+    return removed

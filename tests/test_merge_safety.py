@@ -15,7 +15,7 @@ import assistant.integrate as integrate_module
 from assistant.changes import Entry
 from assistant.checkout import plan, stamp, write_entry
 from assistant.integrate import integrate
-from assistant.locks import LockNotes
+from assistant.locks import LockNotes, clear_stale_ref_locks
 
 
 def test_a_commit_made_by_the_user_during_the_tree_update_is_never_overwritten(
@@ -218,3 +218,21 @@ def test_only_remotes_this_sync_pulls_from_are_merged(tmp_path: Path) -> None:
     assert "upstream.txt" not in head_files(node)
     assert integrate(ac, pull_from={"up/stream"}).kind == "fast-forward"
     assert head_files(node)["upstream.txt"] == b"from upstream\n"
+
+
+def test_a_ref_lock_left_by_a_cut_off_push_is_cleared_and_a_fresh_one_kept(
+    tmp_path: Path,
+) -> None:
+    gitdir = tmp_path / "git"
+    stale = gitdir / "refs" / "remotes" / "peer" / "synced" / "main.lock"
+    fresh = gitdir / "refs" / "remotes" / "other" / "synced" / "main.lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.write_text("")
+    now = time.time()
+    os.utime(stale, (now - 600, now - 600))
+
+    removed = clear_stale_ref_locks(gitdir, now)
+
+    assert removed == ["refs/remotes/peer/synced/main.lock"]
+    assert not stale.exists() and fresh.exists()

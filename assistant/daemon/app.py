@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
 from assistant.gitrepo import state_dir, worktree_root
 from assistant.integrate import read_held_merges
+from assistant.locks import clear_stale_ref_locks
 from assistant.maintenance import gc_auto
 from assistant.node import NodeIdentity
 
@@ -173,6 +175,7 @@ class Assistant:
         next_watch_try = loop.time() + WATCH_RETRY
         while True:
             await asyncio.sleep(min(HEALTH_INTERVAL, self.rescan_interval))
+            await asyncio.to_thread(clear_stale_ref_locks, Path(self.repo.path), time.time())
             if self.watcher is not None and not self.watcher.healthy():
                 log.error("the file watcher stopped; rescanning until it is back")
                 self.watcher.stop()

@@ -123,12 +123,10 @@ class Replicator:
             want.clear()
             self.status[remote.name] = self.status[remote.name].on_attempt()
             outcome = await push_to(self.peers, self.repo, self.identity, remote)
-            if not outcome.ok and _behind(outcome) and remote.pull:
-                # A hub moved on: take what it has, merge, and push the merge.
-                fetched = await self._fetch(remote)
-                if fetched.ok:
-                    self._want_merge.set()
-                    continue
+            hub_moved_on = not outcome.ok and _behind(outcome) and remote.pull
+            # A hub moved on: take what it has and merge; the merge is pushed at once.
+            if hub_moved_on and (await self._fetch(remote)).ok:
+                self._want_merge.set()
             self._record(remote, outcome)
             if not outcome.ok:
                 delay = max(0.0, self.status[remote.name].next_retry_at - time.time())
