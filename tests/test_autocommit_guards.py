@@ -9,30 +9,12 @@ from pathlib import Path
 import pygit2
 import pytest
 from conftest import commit_count, git, head_files
+from test_autocommit import engine, porcelain, put
 
 import assistant.autocommit as autocommit_module
 from assistant.autocommit import AutoCommitter
 from assistant.config import MassDeletePolicy, Settings
 from assistant.node import ensure_initialised
-
-
-def engine(path: Path, **settings: object) -> AutoCommitter:
-    r = pygit2.Repository(str(path))
-    identity = ensure_initialised(r, name="laptop")
-    ac = AutoCommitter(r, identity, Settings(**settings))  # type: ignore[arg-type]
-    ac.git_settle = 0.0  # these tests run git and the engine back to back on purpose
-    return ac
-
-
-def put(root: Path, rel: str, data: bytes | str = b"") -> Path:
-    full = root / rel
-    full.parent.mkdir(parents=True, exist_ok=True)
-    full.write_bytes(data.encode() if isinstance(data, str) else data)
-    return full
-
-
-def porcelain(repo: Path) -> str:
-    return git(repo, "status", "--porcelain", "--untracked-files=all")
 
 
 def refs(repo: Path) -> str:

@@ -10,11 +10,9 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from assistant.protocol.advertisement import parse_advertisement
-from assistant.protocol.errors import explain_service_failure
 from assistant.protocol.pktline import ProtocolError, encode, encode_lines, strip_newline
 from assistant.protocol.push import AGENT
-from assistant.protocol.stream import PacketReader, SideBandError, demux
+from assistant.protocol.stream import PacketReader, SideBandError, demux, read_advertisement
 from assistant.transport.base import Channel, TransportError
 
 SERVICE = "git-upload-pack"
@@ -61,12 +59,7 @@ async def fetch(
     path: str,
 ) -> FetchResult:
     """Fetch the refs ``refmap`` maps (peer ref -> local ref, or None to skip)."""
-    reader = PacketReader(channel)
-    try:
-        adv = parse_advertisement(await reader.until_flush())
-    except ProtocolError:
-        exit = await channel.finish()
-        raise TransportError(explain_service_failure(SERVICE, path, where, exit)) from None
+    reader, adv = await read_advertisement(channel, SERVICE, where, path)
     result = FetchResult(remote_refs=dict(adv.refs))
     targets = {local: oid for ref, oid in adv.refs.items() if (local := refmap(ref))}
     wants = sorted({oid for oid in targets.values() if pygit2.Oid(hex=oid) not in repo})

@@ -11,11 +11,11 @@ from typing import Literal
 import pygit2
 
 from assistant import __version__
-from assistant.protocol.advertisement import ZERO_ID, Advertisement, parse_advertisement
+from assistant.protocol.advertisement import ZERO_ID, Advertisement
 from assistant.protocol.errors import explain_service_failure
 from assistant.protocol.pack import missing_objects, pack_is_small, write_pack
 from assistant.protocol.pktline import Decoder, ProtocolError, encode_lines, strip_newline
-from assistant.protocol.stream import PacketReader, SideBandError, demux
+from assistant.protocol.stream import PacketReader, SideBandError, demux, read_advertisement
 from assistant.transport.base import Channel, ServiceExit, TransportError
 
 AGENT = f"agent=annexsync/{__version__}"
@@ -101,12 +101,7 @@ async def push(
     channel: Channel, repo: pygit2.Repository, updates: list[RefUpdate], where: str, path: str
 ) -> PushResult:
     """Run one push over an open receive-pack channel and return its per-ref outcomes."""
-    reader = PacketReader(channel)
-    try:
-        adv = parse_advertisement(await reader.until_flush())
-    except ProtocolError:
-        exit = await channel.finish()
-        raise TransportError(explain_service_failure(SERVICE, path, where, exit)) from None
+    reader, adv = await read_advertisement(channel, SERVICE, where, path)
     commands, decided = plan_commands(repo, adv, updates)
     result = PushResult(refs=list(decided))
     if not commands:

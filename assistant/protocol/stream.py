@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from assistant.protocol.advertisement import Advertisement, parse_advertisement
+from assistant.protocol.errors import explain_service_failure
 from assistant.protocol.pktline import Decoder, ProtocolError
-from assistant.transport.base import Channel
+from assistant.transport.base import Channel, TransportError
 
 
 class EndOfStream(ProtocolError):
@@ -71,3 +73,16 @@ async def demux(
             raise SideBandError(payload.decode(errors="replace").strip())
         else:
             raise ProtocolError(f"unknown side-band channel {band}")
+
+
+async def read_advertisement(
+    channel: Channel, service: str, where: str, path: str
+) -> tuple[PacketReader, Advertisement]:
+    """The peer's ref advertisement, and the reader to go on with; a service that failed
+    to start (no repository there, no git) is explained in one sentence."""
+    reader = PacketReader(channel)
+    try:
+        return reader, parse_advertisement(await reader.until_flush())
+    except ProtocolError:
+        exit = await channel.finish()
+        raise TransportError(explain_service_failure(service, path, where, exit)) from None
