@@ -51,6 +51,7 @@ class Peers:
     def transport(self, remote: Remote) -> Transport:
         if isinstance(remote.location, LocalLocation):
             return self._local
+        # imported here: asyncssh costs a tenth of a second to load, and local peers need none
         from assistant.transport.ssh import SSHPool, SSHTransport
 
         if self._pool is None:

@@ -101,11 +101,14 @@ async def sync_with(
     remotes: list[Remote],
     resolve: bool = True,
     blocking: Blocking = _inline,
+    peers: Peers | None = None,
 ) -> SyncReport:
     """Fetch from every remote allowing pulls, merge, push to every remote allowing pushes.
-    ``blocking`` runs repository writes (the daemon passes its single worker)."""
+    ``blocking`` runs repository writes (the daemon passes its single worker); ``peers`` is
+    a connection pool to reuse (the daemon's), else one is opened and closed here."""
     reports = {r.name: RemoteReport(r.name) for r in remotes}
-    peers = Peers()
+    own_pool = peers is None
+    peers = peers or Peers()
     try:
         pulls = [r for r in remotes if r.pull]
         for outcome in await asyncio.gather(*(fetch_from(peers, repo, r) for r in pulls)):
@@ -115,5 +118,6 @@ async def sync_with(
         for outcome in await asyncio.gather(*(push_to(peers, repo, identity, r) for r in pushes)):
             reports[outcome.remote].push = outcome
     finally:
-        await peers.close()
+        if own_pool:
+            await peers.close()
     return SyncReport(merge=merged, remotes=list(reports.values()))

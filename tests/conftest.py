@@ -217,3 +217,23 @@ def daemon_factory() -> Iterator[Callable[[Path], Daemon]]:
 def daemon(repo: Path, daemon_factory: Callable[[Path], Daemon]) -> Daemon:
     """A running assistant on the ``repo`` fixture."""
     return daemon_factory(repo).start()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` of our own at ``mountpoint`` (a small disk that fills up),
+    unmounted afterwards; the test is skipped where mounting is not allowed."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)

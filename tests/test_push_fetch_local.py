@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pygit2
 import pytest
-from conftest import git
+from conftest import git, mounted_tmpfs
 
 from assistant.protocol import pack as pack_module
 from assistant.protocol import push as push_module
@@ -761,21 +761,8 @@ def test_connection_dropped_mid_pack_on_fetch(peer_repo: Path, tmp_path: Path) -
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs of our own, unmounted afterwards."""
-    mountpoint = tmp_path / "small-disk"
-    mountpoint.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "small-disk", "2m") as mountpoint:
         yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_disk_full_here_during_fetch(peer_repo: Path, small_disk: Path) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pygit2
 import pytest
-from conftest import git
+from conftest import git, mounted_tmpfs
 
 from assistant.protocol.fetch import FetchResult, fetch
 from assistant.protocol.push import PushResult, RefUpdate, push
@@ -782,21 +782,8 @@ def test_non_fast_forward_to_a_bare_peer(ssh_home: ClientHome, ours: Path) -> No
 @pytest.fixture
 def peer_small_disk(ssh_home: ClientHome) -> Iterator[Path]:
     """A 1 MiB tmpfs of our own on the server side, unmounted afterwards."""
-    mountpoint = peer_dir(ssh_home.server) / "small-disk"
-    mountpoint.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
-    try:
+    with mounted_tmpfs(peer_dir(ssh_home.server) / "small-disk", "1m") as mountpoint:
         yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_disk_full_on_the_peer(ssh_home: ClientHome, ours: Path, peer_small_disk: Path) -> None:

@@ -27,6 +27,8 @@ from assistant.integrate import read_held_merges
 from assistant.locks import clear_stale_ref_locks
 from assistant.maintenance import gc_auto
 from assistant.node import NodeIdentity
+from assistant.remotes import read_remotes, select_remotes
+from assistant.syncing import sync_with
 
 log = logging.getLogger("annexsync.assistant")
 
@@ -233,20 +235,19 @@ class Assistant:
             "held": sorted(self.committer.held),
             "sync": None,
         }
-        if result.blocked is None:  # with no remote, still merge what peers pushed here
-            from assistant.remotes import read_remotes, select_remotes
-            from assistant.syncing import sync_with
-
+        if result.blocked is None and self.replicator is not None:
+            # With no remote this still merges what peers pushed here. The replicator's
+            # repository handle and connection pool are reused: the worker owns self.repo,
+            # and a cached connection is the point of the pool.
             remotes = select_remotes(read_remotes(self.repo, self.root), remote_names, "sync")
-            # peers get their own handle on the repository: the worker owns self.repo
-            peer_repo = pygit2.Repository(self.repo.path)
             report = await sync_with(
-                peer_repo,
+                self.replicator.repo,
                 self.identity,
                 self.committer,
                 remotes,
                 self.settings.resolvemerge,
                 blocking=self.worker.run,
+                peers=self.replicator.peers,
             )
             reply["sync"] = report.as_dict()
             reply["ok"] = reply["ok"] and report.ok
