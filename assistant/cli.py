@@ -23,6 +23,7 @@ from assistant.errors import AnnexsyncError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
 from assistant.integrate import read_held_merges
 from assistant.node import NodeIdentity, ensure_initialised
+from assistant.peerstate import format_duration
 from assistant.remotes import Remote
 
 EXIT_HELD = 3
@@ -286,7 +287,14 @@ def format_status(status: dict[str, Any]) -> str:
         )
         lines.extend(f"           {p}" for p in held[:10])
     for peer in status.get("peers", []):
-        lines.append(f"peer:      {peer['remote']}: {peer.get('summary', peer.get('state'))}")
+        how = ""
+        if peer.get("listening"):
+            how = "; told of changes at once"
+        elif peer.get("polling"):
+            how = f"; polled every {format_duration(peer['polling'])}"
+        elif peer.get("listener_summary"):
+            how = f"; change stream {peer['listener_summary']}"
+        lines.append(f"peer:      {peer['remote']}: {peer.get('summary', peer.get('state'))}{how}")
     for ref, why in status.get("held_merges", {}).items():
         lines.append(f"not merged: {ref}: {why}")
     for path, size in status.get("large", {}).items():

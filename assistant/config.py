@@ -98,6 +98,10 @@ class Settings:
     rescan: float = 600.0
     ignore: tuple[str, ...] = ()
     resolvemerge: bool = True
+    retrydelay: float = 1.0
+    retrymax: float = 300.0
+    fullsync: float = 3600.0
+    poll: float = 60.0
 
 
 _PARSERS = {
@@ -108,6 +112,10 @@ _PARSERS = {
     "massdelete": parse_massdelete,
     "rescan": parse_duration,
     "resolvemerge": parse_bool,
+    "retrydelay": parse_duration,
+    "retrymax": parse_duration,
+    "fullsync": parse_duration,
+    "poll": parse_duration,
 }
 
 
@@ -125,6 +133,17 @@ def settings_from_values(values: dict[str, str], ignore: list[str]) -> Settings:
         )
     if settings.rescan < 1:
         raise ConfigError("bad value for annexsync.rescan: it must be at least 1s")
+    if settings.retrydelay < 0.1:
+        raise ConfigError("bad value for annexsync.retrydelay: it must be at least 100ms")
+    if settings.retrymax < settings.retrydelay:
+        raise ConfigError(
+            f"bad value for annexsync.retrymax: it ({settings.retrymax:g}s) is shorter than "
+            f"annexsync.retrydelay ({settings.retrydelay:g}s)"
+        )
+    for name in ("fullsync", "poll"):
+        value = getattr(settings, name)
+        if 0 < value < 1:
+            raise ConfigError(f"bad value for annexsync.{name}: it must be 0 (off) or at least 1s")
     return settings
 
 

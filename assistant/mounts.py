@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("annexsync.mounts")
 
 MOUNTINFO = "/proc/self/mountinfo"
 VOLUMES = "/Volumes"

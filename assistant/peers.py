@@ -9,6 +9,7 @@ from typing import Any
 
 import pygit2
 
+from assistant.driveid import ABSENT_SUMMARY, PeerRepository, check_local_peer
 from assistant.errors import AnnexsyncError
 from assistant.node import NodeIdentity
 from assistant.protocol.fetch import fetch
@@ -29,12 +30,14 @@ OPERATION_TIMEOUT = 600.0
 
 @dataclass
 class Outcome:
-    """What happened with one remote: ``ok`` and a one-line ``summary``."""
+    """What happened with one remote: ``ok`` and a one-line ``summary``; ``absent`` when it
+    is a local path whose drive is not there (a quiet offline peer, not an error)."""
 
     remote: str
     ok: bool
     summary: str
     refs: dict[str, Any] = field(default_factory=dict)
+    absent: bool = False  # a local peer's path is not there (a drive not mounted)
 
     def line(self) -> str:
         return f"{self.remote}: {self.summary}"
@@ -93,7 +96,9 @@ async def _probe_bare(remote: Remote, transport: Transport) -> bool:
     location = remote.location
     if isinstance(location, LocalLocation):
         try:
-            return bool(pygit2.Repository(location.path).is_bare)
+            return bool(
+                pygit2.Repository(location.path, pygit2.enums.RepositoryOpenFlag.NO_SEARCH).is_bare
+            )
         except pygit2.GitError:
             return False
     script = f"git -C {remote_path_expr(location.path)} rev-parse --is-bare-repository"
@@ -133,6 +138,26 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+async def _check_local(
+    repo: pygit2.Repository, remote: Remote
+) -> tuple[PeerRepository | None, Outcome | None]:
+    """For a local-path remote, identify its repository first (``assistant.driveid``): an
+    absent drive or a different repository ends the operation with the Outcome returned.
+    Runs in a thread: a drive spinning up must not stall the event loop."""
+    if not isinstance(remote.location, LocalLocation):
+        return None, None
+    try:
+        peer = await asyncio.wait_for(
+            asyncio.to_thread(check_local_peer, repo.path, remote.name, remote.location.path),
+            OPERATION_TIMEOUT,
+        )
+    except (AnnexsyncError, TimeoutError, OSError) as exc:
+        return None, Outcome(remote.name, False, _message(exc))
+    if peer is None:
+        return None, Outcome(remote.name, False, ABSENT_SUMMARY, absent=True)
+    return peer, None
+
+
 def describe_push(result: PushResult) -> tuple[bool, str]:
     """(ok, one line) for a push's per-ref results."""
     pushed = [r for r in result.refs if r.status == "ok"]
@@ -152,12 +177,18 @@ async def push_to(
     peers: Peers, repo: pygit2.Repository, identity: NodeIdentity, remote: Remote
 ) -> Outcome:
     """Push every branch to one remote, as the ref mapping says."""
+    local, refused = await _check_local(repo, remote)
+    if refused is not None:
+        return refused
     tips = branch_tips(repo)
     if not tips:
         return Outcome(remote.name, True, "nothing to push (no commits yet)")
     try:
         transport = peers.transport(remote)
-        bare = await peers.is_bare(remote, transport)
+        if local is not None and remote.bare is None:
+            bare = local.bare  # just read from the repository now at the path
+        else:
+            bare = await peers.is_bare(remote, transport)
         updates = [
             RefUpdate(push_target(branch, identity.name, bare), oid, fast_forward=bare)
             for branch, oid in sorted(tips.items())
@@ -187,6 +218,9 @@ async def push_to(
 
 async def fetch_from(peers: Peers, repo: pygit2.Repository, remote: Remote) -> Outcome:
     """Fetch a remote's branches into refs/remotes/<remote>/."""
+    _, refused = await _check_local(repo, remote)
+    if refused is not None:
+        return refused
     try:
         transport = peers.transport(remote)
         channel = await transport.open("git-upload-pack", remote.location.path)

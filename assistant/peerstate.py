@@ -97,6 +97,7 @@ class PeerState(Enum):
     OFFLINE = "offline", "not reached yet or the last attempt failed; waiting for the next retry"
     RETRYING = "retrying", "a retry is in progress after one or more failures"
     DISABLED = "disabled", "sync with this peer is turned off; it is never retried"
+    ABSENT = "absent", "a drive that is not mounted; synced the moment it appears"
 
 
 def one_line(error: str | BaseException) -> str:
@@ -217,6 +218,30 @@ class PeerStatus:
             return self
         return replace(self, next_retry_at=at)
 
+    def on_absent(self, now: float) -> PeerStatus:
+        """The peer's path is not there (a drive not mounted): ABSENT, quietly, with nothing
+        scheduled; its mount, not a timer, brings it back. The failure count restarts."""
+        if self.state is PeerState.DISABLED:
+            return self
+        return replace(
+            self,
+            state=PeerState.ABSENT,
+            failures=0,
+            next_retry_at=None,
+            offline_since=self.offline_since if self.offline_since is not None else now,
+            last_failure=None,
+        )
+
+    def on_present(self) -> PeerStatus:
+        """An ABSENT peer's drive appeared: OFFLINE and due now."""
+        if self.state is not PeerState.ABSENT:
+            return self
+        return replace(self, state=PeerState.OFFLINE, next_retry_at=None)
+
+    def on_pending(self) -> PeerStatus:
+        """Local commits this peer does not have yet."""
+        return self if self.pending_push else replace(self, pending_push=True)
+
     def on_disable(self) -> PeerStatus:
         """Sync with the peer was turned off: DISABLED, never due."""
         return replace(self, state=PeerState.DISABLED, next_retry_at=None)
@@ -259,7 +284,7 @@ class PeerStatus:
 
     def describe(self, now: float, tz: tzinfo | None = None) -> str:
         """One human line for ``annexsync status``, e.g.
-        "offline since 12:01:03, retrying in 8s: connection refused".
+        "offline since 12:01:03, retrying at 12:01:11 (in 8s): connection refused".
 
         ``tz`` is the zone clock times are shown in (None: the local zone).
         """
@@ -272,9 +297,16 @@ class PeerStatus:
             elif self.due(now):
                 parts.append("retry due")
             elif self.next_retry_at is not None:
-                parts.append(f"retrying in {format_duration(self.next_retry_at - now)}")
+                parts.append(
+                    f"retrying at {format_time(self.next_retry_at, now, tz)} "
+                    f"(in {format_duration(self.next_retry_at - now)})"
+                )
         elif state is PeerState.OFFLINE:
             parts.append("not synced yet, due" if self.due(now) else "not synced yet")
+        elif state is PeerState.ABSENT:
+            parts.append("not present (drive not mounted?)")
+            if self.last_success is not None:
+                parts.append(f"last sync {format_time(self.last_success, now, tz)}")
         else:
             parts.append(state.value)
             if state is not PeerState.DISABLED:

@@ -4,6 +4,7 @@ refs between the two sides (all pure functions of config values)."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pygit2
 
 from assistant.config import get_string, parse_bool
 from assistant.errors import ConfigError
+from assistant.notify import DEFAULT_COMMAND as DEFAULT_NOTIFY_COMMAND
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class Remote:
     push: bool = True
     pull: bool = True
     bare: bool | None = None  # remote.<name>.annexsync-bare; None: ask the peer
+    # remote.<name>.annexsync-notify: the far side's notify-changes command; None: turned off
+    notify: str | None = DEFAULT_NOTIFY_COMMAND
 
 
 def _switch(config: pygit2.Config, name: str, key: str) -> bool:
@@ -118,6 +122,26 @@ def _switch(config: pygit2.Config, name: str, key: str) -> bool:
 def _optional_bool(config: pygit2.Config, name: str, key: str) -> bool | None:
     value = get_string(config, f"remote.{name}.annexsync-{key}")
     return None if value is None else parse_bool(f"remote.{name}.annexsync-{key}", value)
+
+
+def parse_notify(key: str, text: str | None) -> str | None:
+    """The command that streams a peer's ref changes (``remote.<name>.annexsync-notify``):
+    unset or a true value gives the default, a false value or empty turns it off (the peer
+    is polled instead), anything else is the command itself, run by the far side's shell."""
+    if text is None:
+        return DEFAULT_NOTIFY_COMMAND
+    lowered = text.strip().lower()
+    if lowered in ("false", "no", "off", "0", ""):
+        return None
+    if lowered in ("true", "yes", "on", "1"):
+        return DEFAULT_NOTIFY_COMMAND
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ConfigError(f"bad value for {key}: {text!r} (a command on one line)")
+    try:
+        shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"bad value for {key}: {text!r} ({exc})") from None
+    return text.strip()
 
 
 def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
@@ -147,6 +171,10 @@ def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
                 push=_switch(config, name, "push"),
                 pull=_switch(config, name, "pull"),
                 bare=_optional_bool(config, name, "bare"),
+                notify=parse_notify(
+                    f"remote.{name}.annexsync-notify",
+                    get_string(config, f"remote.{name}.annexsync-notify"),
+                ),
             )
         )
     return remotes

@@ -36,7 +36,8 @@ class RemoteReport:
         return all(o.ok for o in (self.fetch, self.push) if o is not None)
 
     def line(self) -> str:
-        parts = [o.summary for o in (self.fetch, self.push) if o is not None]
+        """One line; a summary fetch and push share (a drive not present) is said once."""
+        parts = dict.fromkeys(o.summary for o in (self.fetch, self.push) if o is not None)
         return f"{self.remote}: {'; '.join(parts) or 'nothing to do'}"
 
     def as_dict(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -237,3 +238,23 @@ def mounted_tmpfs(mountpoint: Path, size: str) -> Iterator[Path]:
     finally:
         if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
             subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def namespace_problem(*tools: str) -> str | None:
+    """Why mounts cannot be made in a private mount namespace here, or None when they can."""
+    if not sys.platform.startswith("linux"):
+        return "mount namespaces are Linux only"
+    for tool in ("unshare", "mount", "umount", *tools):
+        if shutil.which(tool) is None:
+            return f"{tool} not found"
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         "d=$(mktemp -d) && mount -t tmpfs none \"$d\" && umount \"$d\"; r=$?; "
+         "rmdir \"$d\" 2>/dev/null; exit $r"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    if probe.returncode != 0:
+        return f"unshare -m / mount not permitted: {probe.stderr.strip() or probe.returncode}"
+    return None

@@ -256,6 +256,10 @@ def test_settings_defaults_match_the_documented_behaviour() -> None:
     assert 300 <= settings.rescan <= 1200
     assert settings.maxbatch >= 1000
     assert settings.ignore == ()
+    assert settings.retrydelay == 1.0
+    assert 60 <= settings.retrymax <= 600
+    assert settings.fullsync == 3600.0
+    assert settings.poll == 60.0
 
 
 def test_settings_from_values_parses_every_key() -> None:
@@ -267,6 +271,10 @@ def test_settings_from_values_parses_every_key() -> None:
             "largefiles": "1MiB",
             "massdelete": "10%,5",
             "rescan": "1m",
+            "retrydelay": "2s",
+            "retrymax": "10m",
+            "fullsync": "0",
+            "poll": "30s",
         },
         ["*.tmp", "build/*"],
     )
@@ -278,6 +286,10 @@ def test_settings_from_values_parses_every_key() -> None:
         massdelete=MassDeletePolicy(0.1, 5),
         rescan=60.0,
         ignore=("*.tmp", "build/*"),
+        retrydelay=2.0,
+        retrymax=600.0,
+        fullsync=0.0,
+        poll=30.0,
     )
 
 
@@ -294,6 +306,10 @@ def test_settings_from_values_parses_every_key() -> None:
         ({"delay": "2s"}, "annexsync.maxdelay"),
         ({"rescan": "500ms"}, "annexsync.rescan"),
         ({"rescan": "0"}, "annexsync.rescan"),
+        ({"retrydelay": "10ms"}, "annexsync.retrydelay"),
+        ({"retrydelay": "10s", "retrymax": "5s"}, "annexsync.retrymax"),
+        ({"fullsync": "500ms"}, "annexsync.fullsync"),
+        ({"poll": "sometimes"}, "annexsync.poll"),
     ],
     ids=[
         "bad-delay",
@@ -306,6 +322,10 @@ def test_settings_from_values_parses_every_key() -> None:
         "delay-above-default-maxdelay",
         "rescan-below-a-second",
         "rescan-zero",
+        "retrydelay-too-short",
+        "retrymax-below-retrydelay",
+        "fullsync-below-a-second",
+        "bad-poll",
     ],
 )
 def test_settings_from_values_refuses_bad_values_naming_the_key(

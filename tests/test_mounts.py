@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import namespace_problem
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -365,31 +365,11 @@ NAMESPACE_SCRIPT = textwrap.dedent(
 )
 
 
-def _namespace_unavailable() -> str | None:
-    """Why real mounts cannot be made here, or None when they can."""
-    if not sys.platform.startswith("linux"):
-        return "mount namespaces are Linux only"
-    for tool in ("unshare", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         "d=$(mktemp -d) && mount -t tmpfs none \"$d\" && umount \"$d\"; r=$?; "
-         "rmdir \"$d\" 2>/dev/null; exit $r"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )  # fmt: skip
-    if probe.returncode != 0:
-        return f"unshare -m / mount not permitted: {probe.stderr.strip() or probe.returncode}"
-    return None
-
-
 @pytest.mark.parametrize(
     ("kind", "mode"), [("bind", "events"), ("tmpfs", "events"), ("bind", "polling")]
 )
 def test_watcher_sees_real_mount_and_unmount(tmp_path: Path, kind: str, mode: str) -> None:
-    reason = _namespace_unavailable()
+    reason = namespace_problem()
     if reason:
         pytest.skip(reason)
     script = tmp_path / "watch.py"

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import annexsync, git
 
 from assistant.notify import watch_remote
 from assistant.transport.local import LocalTransport
-from tests.conftest import annexsync, git
 
 
 class Notifier:

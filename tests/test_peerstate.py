@@ -278,19 +278,19 @@ def with_push_pending(s: PeerStatus) -> PeerStatus:
         pytest.param(
             failed(4, at=T0).on_retry_now(T0 + 100).on_attempt().on_failure(T0 + 100, "x", LOW),
             T0 + 100,
-            "offline since 12:01:03, retrying in 8s: x",
+            "offline since 12:01:03, retrying at 12:02:51 (in 8s): x",
             id="waiting",
         ),
         pytest.param(
             failed(1, at=T0),
             T0 + 0.2,
-            "offline since 12:01:03, retrying in 1s: connection refused",
+            "offline since 12:01:03, retrying at 12:01:03 (in 1s): connection refused",
             id="rounds-up",
         ),
         pytest.param(
             failed(10, at=T0),
             T0,
-            "offline since 12:01:03, retrying in 2m30s: connection refused",
+            "offline since 12:01:03, retrying at 12:03:33 (in 2m30s): connection refused",
             id="minutes",
         ),
         pytest.param(
@@ -308,7 +308,8 @@ def with_push_pending(s: PeerStatus) -> PeerStatus:
         pytest.param(
             with_push_pending(failed(1, at=T0)),
             T0,
-            "offline since 12:01:03, retrying in 1s, push pending: connection refused",
+            "offline since 12:01:03, retrying at 12:01:03 (in 1s), push pending: "
+            "connection refused",
             id="offline-pending",
         ),
         pytest.param(failed(1).on_disable(), T0, "disabled", id="disabled"),
@@ -368,6 +369,7 @@ def test_every_state_has_a_description() -> None:
         "offline",
         "retrying",
         "disabled",
+        "absent",
     ]
     assert all(s.description for s in PeerState)
 
@@ -415,3 +417,25 @@ def test_retry_now_makes_offline_peer_due(
     assert r.due(now + r.backoff.floor)
     if gap >= r.backoff.floor:
         assert r.due(now)
+
+
+def test_absent_drive_is_quiet_and_never_due() -> None:
+    status = failed(3).on_absent(T0 + 5)
+    assert status.state is PeerState.ABSENT
+    assert status.failures == 0
+    assert status.next_retry_at is None
+    assert not status.due(T0 + 10_000)
+    assert status.on_retry_now(T0 + 6) == status  # a network change does not wake a drive
+    assert status.describe(T0 + 6, UTC).startswith("not present (drive not mounted?)")
+
+
+def test_present_drive_is_due_at_once_and_keeps_pending_push() -> None:
+    status = PeerStatus("usb").on_pending().on_absent(T0).on_present()
+    assert status.state is PeerState.OFFLINE
+    assert status.due(T0)
+    assert status.pending_push
+
+
+def test_present_leaves_other_states_alone() -> None:
+    status = failed(2)
+    assert status.on_present() == status

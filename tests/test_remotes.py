@@ -11,10 +11,12 @@ from conftest import git
 
 from assistant.errors import ConfigError
 from assistant.remotes import (
+    DEFAULT_NOTIFY_COMMAND,
     LocalLocation,
     Remote,
     SSHLocation,
     fetch_target,
+    parse_notify,
     parse_url,
     push_target,
     read_remotes,
@@ -286,3 +288,74 @@ def test_select_defaults() -> None:
     assert [r.name for r in select_remotes(remotes, [], "push")] == ["a", "d"]
     assert [r.name for r in select_remotes(remotes, [], "pull")] == ["a", "c"]
     assert select_remotes([], [], "push") == []
+
+
+# --- remote.<name>.annexsync-notify ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, DEFAULT_NOTIFY_COMMAND),
+        ("true", DEFAULT_NOTIFY_COMMAND),
+        ("Yes", DEFAULT_NOTIFY_COMMAND),
+        ("1", DEFAULT_NOTIFY_COMMAND),
+        ("false", None),
+        ("off", None),
+        ("0", None),
+        ("", None),
+        ("   ", None),
+        (
+            "/opt/annexsync/bin/annexsync notify-changes",
+            "/opt/annexsync/bin/annexsync notify-changes",
+        ),
+        ("  ~/.local/bin/annexsync notify-changes  ", "~/.local/bin/annexsync notify-changes"),
+        (
+            "env PYTHONPATH='/srv/a b' python3 -m assistant notify-changes",
+            "env PYTHONPATH='/srv/a b' python3 -m assistant notify-changes",
+        ),
+    ],
+)
+def test_parse_notify(value: str | None, expected: str | None) -> None:
+    assert parse_notify("remote.desk.annexsync-notify", value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("annexsync notify-changes\nrm -rf ~", "one line"),
+        ("annexsync\tnotify-changes", "one line"),
+        ("annexsync 'notify-changes", "quotation"),
+    ],
+)
+def test_bad_notify_command_names_the_key(value: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_notify("remote.desk.annexsync-notify", value)
+    message = str(info.value)
+    assert "remote.desk.annexsync-notify" in message
+    assert why in message
+    assert "\n" not in message  # one line, the value shown escaped
+
+
+def test_read_remotes_notify_command(repo: Path) -> None:
+    git(repo, "remote", "add", "desk", "alice@desk:notes")
+    git(repo, "remote", "add", "hub", "ssh://nas/srv/notes.git")
+    git(repo, "remote", "add", "usb", "/media/usb/notes.git")
+    set_config(repo, "remote.desk.annexsync-notify", "/opt/annexsync/bin/annexsync notify-changes")
+    set_config(repo, "remote.hub.annexsync-notify", "false")
+
+    by = {r.name: r for r in read_remotes(pygit2.Repository(str(repo)), repo)}
+    assert by["desk"].notify == "/opt/annexsync/bin/annexsync notify-changes"
+    assert by["hub"].notify is None
+    assert by["usb"].notify == DEFAULT_NOTIFY_COMMAND == "annexsync notify-changes"
+
+
+def test_read_remotes_bad_notify_command_is_a_config_error(repo: Path) -> None:
+    git(repo, "remote", "add", "desk", "alice@desk:notes")
+    set_config(repo, "remote.desk.annexsync-notify", "annexsync 'notify-changes")
+    with pytest.raises(ConfigError, match=r"remote\.desk\.annexsync-notify"):
+        read_remotes(pygit2.Repository(str(repo)), repo)
+
+
+def test_remote_built_without_notify_gets_the_default() -> None:
+    assert remote("usb").notify == DEFAULT_NOTIFY_COMMAND

@@ -11,6 +11,7 @@ Every wait is a ``wait_until`` with a generous deadline; nothing relies on a fix
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 pytest_plugins = ["sshd"]
 
 WAIT = 30.0  # seconds; generous, since the suite may share two cores with other runs
+# Sessions on every node's sshd find this installation's annexsync (for notify-changes) and git.
+PEER_ENV = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"}
 LINE = {"A": ["B"], "B": ["A", "C"], "C": ["B"]}
 
 
@@ -83,7 +86,7 @@ def cluster(
     nodes: dict[str, Node] = {}
     lines = []
     for name in LINE:
-        server = sshd_factory()
+        server = sshd_factory(PEER_ENV)
         lines.append(server.known_hosts_line())
         repo = tmp_path / f"node{name}"
         repo.mkdir()
@@ -228,7 +231,7 @@ def test_peer_down_then_restarted_catches_up(cluster: dict[str, Node]) -> None:
         lambda: any(p["remote"] == "C" and p["failures"] > 0 for p in b.daemon.status()["peers"]),
         "B never recorded a failed push to C",
     )
-    assert c.read("while-down.txt") is None
+    # C may have it already: its own change stream from B still runs (only C's sshd is down).
 
     c.server.start()
     assert c.server.port == port
@@ -244,3 +247,35 @@ def test_peer_down_then_restarted_catches_up(cluster: dict[str, Node]) -> None:
         "B still counts failures after C caught up",
     )
     assert_quiet(cluster)
+
+
+def test_a_node_nobody_can_push_to_gets_changes_through_the_change_stream(
+    cluster: dict[str, Node], tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    """D has no sshd (behind NAT, say) and no node pushes to it; polling and the periodic full
+    sync are off, so only B's notify-changes stream can bring it A's edits."""
+    a, b = cluster["A"], cluster["B"]
+    repo = tmp_path / "nodeD"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    assert annexsync("-C", str(repo), "init", "--name", "nodeD").returncode == 0
+    git(repo, "remote", "add", "B", b.url())
+    git(repo, "config", "annexsync.poll", "0")
+    git(repo, "config", "annexsync.fullsync", "0")
+    d = Node("D", repo, b.server, daemon_factory(repo).start())
+    everyone = {**cluster, "D": d}
+    wait_for(
+        everyone,
+        lambda: d.daemon.status()["peers"][0]["listening"],
+        "D's change stream from B did not come up",
+    )
+
+    write(a, "for-d.txt", b"pushed to nobody but D hears of it\n")
+    wait_for(everyone, has(d, "for-d.txt", b"pushed to nobody but D hears of it\n"), "D missed it")
+    write(d, "from-d.txt", b"D pushes out as usual\n")
+    wait_for(everyone, has(a, "from-d.txt", b"D pushes out as usual\n"), "A missed D's file")
+    wait_for(everyone, lambda: settled(everyone), "the four nodes did not settle")
+    assert_quiet(everyone)
+    peer = d.daemon.status()["peers"][0]
+    assert peer["polling"] is None and peer["listener"]["state"] == "listening"
+    assert "told of changes at once" in annexsync("-C", str(repo), "status").stdout

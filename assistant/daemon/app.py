@@ -18,8 +18,10 @@ from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.control import ControlServer, socket_path
+from assistant.daemon.drives import DriveWatch
 from assistant.daemon.limits import FALLBACK_RESCAN, count_dirs, read_watch_limit, watch_shortage
 from assistant.daemon.replicator import Replicator
+from assistant.daemon.wakeups import Wakeups
 from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
 from assistant.gitrepo import state_dir, worktree_root
@@ -49,6 +51,8 @@ class Assistant:
         self.committer = AutoCommitter(repo, identity, settings)
         self.actor: CommitActor | None = None
         self.replicator: Replicator | None = None
+        self.drives: DriveWatch | None = None
+        self.wakeups: Wakeups | None = None
         self.watcher: TreeWatcher | None = None
         self.watch_mode = "starting"
         self.watch_message: str | None = None
@@ -77,6 +81,12 @@ class Assistant:
             self._spawn,
         )
         self.actor.on_commit = self.replicator.committed
+        replicator = self.replicator
+        self.drives = DriveWatch(  # local-path peers: synced when their drive is mounted
+            [r for r in read_remotes(self.repo, self.root) if r.sync],
+            on_present=lambda name: replicator.drive_present(name, True),
+            on_absent=lambda name: replicator.drive_present(name, False),
+        )
         await self._start_watching()
         control = ControlServer(socket_path(self.state), self.handle)
         await control.start()
@@ -87,6 +97,9 @@ class Assistant:
             self._spawn("committer", self.actor.run)
             self._spawn("sanity", self._sanity_loop)
             self._spawn("replicator", self.replicator.run)
+            await self.drives.start()
+            self.wakeups = Wakeups(self._woken)
+            self._spawn("wakeups", self.wakeups.run)
             log.info("assistant started on %s (pid %d)", self.root, os.getpid())
             self.started.set()
             on_ready()
@@ -95,6 +108,8 @@ class Assistant:
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
+            if self.drives is not None:
+                await self.drives.stop()
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,6 +177,14 @@ class Assistant:
         self.watch_mode = "rescan"
         self.watch_message = shortage
         self.rescan_interval = min(self.settings.rescan, FALLBACK_RESCAN)
+
+    def _woken(self, reason: str) -> None:
+        """A resume from sleep or a network change: offline peers and drives are looked at
+        again now, not at their next scheduled retry."""
+        if self.replicator is not None:
+            self.replicator.retry_offline(reason)
+        if self.drives is not None:
+            self._spawn("drive check", self.drives.check)
 
     def _root_gone(self) -> None:
         log.error(
@@ -283,6 +306,7 @@ class Assistant:
                 "message": self.watch_message,
             },
             "peers": self.replicator.describe() if self.replicator else [],
+            "wakeups": self.wakeups.status().as_dict() if self.wakeups else None,
         }
 
 

@@ -2,8 +2,10 @@
 here the moment it lands in ``.git/refs/remotes``, and pushes the result on, so a change floods
 through any connected graph of nodes and stops when everyone has it.
 
-Each peer has its own push loop, so one slow or dead peer never delays the others; a failed
-peer is retried with backoff. Merges run on the repository worker, like every other write.
+Each peer has its own loop, so one slow or dead peer never delays the others. A failed peer is
+retried with backoff; timers (retries, the periodic full sync, polling of peers that cannot tell
+us about changes) live in one APScheduler scheduler on the daemon's loop. Merges run on the
+repository worker, like every other write.
 """
 
 from __future__ import annotations
@@ -13,24 +15,60 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pygit2
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
+from assistant.daemon.listener import ChangeListener, ListenerState, object_lookup
 from assistant.daemon.worker import RepoWorker
 from assistant.integrate import has_incoming, integrate
 from assistant.node import NodeIdentity
 from assistant.peers import Outcome, Peers, fetch_from, push_to
-from assistant.peerstate import PeerStatus
-from assistant.remotes import Remote, read_remotes
+from assistant.peerstate import DEFAULT_FLOOR, Backoff, PeerState, PeerStatus
+from assistant.remotes import Remote, SSHLocation, read_remotes
 
 log = logging.getLogger("annexsync.replicator")
 
 MERGE_COALESCE = 0.005  # several refs arriving together make one merge
+FETCH = "fetch"
+PUSH = "push"
+
+
+def work_for(remote: Remote, want: set[str]) -> set[str]:
+    """What a peer loop should do now: the wanted directions this remote allows."""
+    allowed = {FETCH} if remote.pull else set()
+    if remote.push:
+        allowed.add(PUSH)
+    return want & allowed
+
+
+def hub_moved_on(outcome: Outcome) -> bool:
+    """Whether a push was refused only because the peer has commits we lack: a hub another node
+    pushed to first. Fetch, merge and push again; that is not a failure."""
+    refs = outcome.refs.values()
+    return (
+        not outcome.ok
+        and bool(refs)
+        and all(r["status"] != "rejected" or "non-fast-forward" in r["reason"] for r in refs)
+    )
+
+
+def wants_listener(remote: Remote) -> bool:
+    """Whether to keep a notify-changes stream open to a peer: one we pull from, over ssh, with
+    the command not turned off. A path is polled instead: a listener would hold a drive busy."""
+    return remote.pull and isinstance(remote.location, SSHLocation) and remote.notify is not None
+
+
+def needs_poll(remote: Remote, listening: bool, interval: float) -> bool:
+    """Whether a peer must be polled: it is pulled from, nothing tells us when it changes (no
+    notify-changes stream), and polling is on."""
+    return remote.pull and not listening and interval > 0
 
 
 class Replicator:
@@ -56,50 +94,129 @@ class Replicator:
         # Pushes and fetches read and write through their own handle on the repository:
         # the worker thread owns ``committer.repo``.
         self.repo = pygit2.Repository(repo.path)
-        self.remotes: list[Remote] = [r for r in read_remotes(repo, root) if r.sync]
-        self.status: dict[str, PeerStatus] = {r.name: PeerStatus(r.name) for r in self.remotes}
+        self.remotes: dict[str, Remote] = {
+            r.name: r for r in read_remotes(repo, root) if r.sync and (r.push or r.pull)
+        }
+        backoff = Backoff(
+            initial=settings.retrydelay,
+            cap=settings.retrymax,
+            floor=min(DEFAULT_FLOOR, settings.retrydelay),
+        )
+        self.status: dict[str, PeerStatus] = {
+            name: PeerStatus(name, backoff=backoff) for name in self.remotes
+        }
         self.peers = Peers()
         self.rng = random.Random()
-        self._want_push = {r.name: asyncio.Event() for r in self.remotes if r.push}
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+        )
+        self.listeners: dict[str, ChangeListener] = {}
+        self.listening: set[str] = set()  # peers with a notify-changes stream (not polled)
+        self._want: dict[str, set[str]] = {name: set() for name in self.remotes}
+        self._wake = {name: asyncio.Event() for name in self.remotes}
         self._want_merge = asyncio.Event()
 
     # --- triggers (called on the loop thread) -------------------------------------------
     def committed(self) -> None:
         """Our branch has a new commit: every peer should get it."""
-        for event in self._want_push.values():
-            event.set()
+        for name, remote in self.remotes.items():
+            if remote.push:
+                self.status[name] = self.status[name].on_pending()
+                self._kick(name, {PUSH})
 
     def refs_arrived(self) -> None:
         """Something landed in refs/remotes (a peer pushed, or a fetch finished)."""
         self._want_merge.set()
 
+    def peer_changed(self, name: str) -> None:
+        """A peer told us (notify-changes) or a poll found that its branches moved: fetch."""
+        if name in self.remotes:
+            self._kick(name, {FETCH})
+
+    def retry_offline(self, reason: str) -> None:
+        """Something that may have brought peers back happened (resume from sleep, a network
+        change): every offline peer is retried now, keeping its backoff count."""
+        now = time.time()
+        woken = []
+        for listener in self.listeners.values():
+            listener.retry_now()
+        for name, status in self.status.items():
+            if status.state is not PeerState.OFFLINE:
+                continue
+            self.status[name] = status.on_retry_now(now)
+            woken.append(name)
+            self._schedule_retry(name)
+        if woken:
+            log.info("%s: retrying %s", reason, ", ".join(sorted(woken)))
+
+    def drive_present(self, name: str, present: bool) -> None:
+        """A local peer's drive was mounted (sync both ways now) or unmounted (quiet)."""
+        if name not in self.remotes:
+            return
+        if present:
+            self.status[name] = self.status[name].on_present()
+            log.info("%s is present; syncing", name)
+            self._kick(name, {FETCH, PUSH})
+        else:
+            self.status[name] = self.status[name].on_absent(time.time())
+            self._cancel_retry(name)
+            log.info("%s is gone; it will be synced when it is back", name)
+
+    def full_sync(self) -> None:
+        """Fetch from and push to every peer: the periodic catch-all for anything missed."""
+        for name in self.remotes:
+            self._kick(name, {FETCH, PUSH})
+
+    def _kick(self, name: str, what: set[str]) -> None:
+        work = work_for(self.remotes[name], what)
+        if work:
+            self._want[name] |= work
+            self._wake[name].set()
+
     # --- actors --------------------------------------------------------------------------
     async def run(self) -> None:
-        """Start the loops, then catch up with every peer once."""
+        """Start the scheduler and the loops, then catch up with every peer once."""
+        self.scheduler.start()
+        if self.settings.fullsync > 0:
+            self.scheduler.add_job(
+                self._full_sync_job,
+                "interval",
+                seconds=self.settings.fullsync,
+                id="full-sync",
+                replace_existing=True,
+            )
         self.spawn("merger", self._merge_loop)
-        for remote in self.remotes:
-            if remote.push:
-                self.spawn(f"push {remote.name}", lambda r=remote: self._push_loop(r))
+        for name, remote in self.remotes.items():
+            self.spawn(f"peer {name}", lambda n=name: self._peer_loop(n))
+            if wants_listener(remote):
+                listener = ChangeListener(
+                    remote,
+                    self.peers.transport(remote),
+                    object_lookup(self.repo),
+                    self.peer_changed,
+                    self._listener_unsupported,
+                )
+                self.listeners[name] = listener
+                self.listening.add(name)
+                self.spawn(f"listener {name}", listener.run)
+        self._update_polling()
         self._want_merge.set()  # whatever arrived while the assistant was down
-        await self._fetch_all()
-        self.committed()
+        self.full_sync()
 
     async def close(self) -> None:
+        for listener in self.listeners.values():
+            await listener.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.peers.close()
 
-    async def _fetch_all(self) -> None:
-        pulls = [r for r in self.remotes if r.pull]
-        outcomes = await asyncio.gather(*(self._fetch(r) for r in pulls))
-        if any(o.ok for o in outcomes):
-            self._want_merge.set()
-
-    async def _fetch(self, remote: Remote) -> Outcome:
-        outcome = await fetch_from(self.peers, self.repo, remote)
-        self._record(remote, outcome)
-        return outcome
+    async def _full_sync_job(self) -> None:
+        log.info("periodic full sync")
+        self.full_sync()
 
     async def _merge_loop(self) -> None:
-        pulls = {r.name for r in self.remotes if r.pull}
+        pulls = {name for name, r in self.remotes.items() if r.pull}
         while True:
             await self._want_merge.wait()
             await asyncio.sleep(MERGE_COALESCE)
@@ -116,42 +233,121 @@ class Replicator:
                 log.info("merged %s (%s)", ", ".join(result.merged), result.kind)
                 self.committed()
 
-    async def _push_loop(self, remote: Remote) -> None:
-        want = self._want_push[remote.name]
+    async def _peer_loop(self, name: str) -> None:
+        remote = self.remotes[name]
+        wake = self._wake[name]
         while True:
-            await want.wait()
-            want.clear()
-            self.status[remote.name] = self.status[remote.name].on_attempt()
-            outcome = await push_to(self.peers, self.repo, self.identity, remote)
-            hub_moved_on = not outcome.ok and _behind(outcome) and remote.pull
-            # A hub moved on: take what it has and merge; the merge is pushed at once.
-            if hub_moved_on and (await self._fetch(remote)).ok:
+            await wake.wait()
+            wake.clear()
+            work, self._want[name] = self._want[name], set()
+            if work:
+                await self._sync_once(remote, work)
+
+    async def _sync_once(self, remote: Remote, work: set[str]) -> None:
+        """One attempt with one peer: fetch first (so a push to a hub is a fast-forward), then
+        push; record the outcome and schedule a retry on failure."""
+        name = remote.name
+        self._cancel_retry(name)
+        was_absent = self.status[name].state is PeerState.ABSENT
+        self.status[name] = self.status[name].on_attempt()
+        outcome: Outcome | None = None
+        if FETCH in work:
+            outcome = await fetch_from(self.peers, self.repo, remote)
+            if outcome.ok and outcome.refs:
                 self._want_merge.set()
-            self._record(remote, outcome)
-            if not outcome.ok:
-                delay = max(0.0, self.status[remote.name].next_retry_at - time.time())
-                log.info("%s; retrying in %.1fs", outcome.line(), delay)
-                asyncio.get_running_loop().call_later(delay, want.set)
+        if PUSH in work and (outcome is None or outcome.ok):
+            outcome = await push_to(self.peers, self.repo, self.identity, remote)
+            if hub_moved_on(outcome) and remote.pull:
+                fetched = await fetch_from(self.peers, self.repo, remote)
+                if fetched.ok:
+                    # The merge of what the hub has is pushed at once (committed()).
+                    self._want_merge.set()
+                    outcome = Outcome(name, True, "the hub moved on; merging its commits")
+        assert outcome is not None
+        self._record(remote, outcome, pushed=PUSH in work, was_absent=was_absent)
 
-    def _record(self, remote: Remote, outcome: Outcome) -> None:
+    def _record(self, remote: Remote, outcome: Outcome, pushed: bool, was_absent: bool) -> None:
         now = time.time()
-        current = self.status[remote.name]
+        name = remote.name
+        current = self.status[name]
         if outcome.ok:
-            self.status[remote.name] = current.on_success(now)
+            # Still pending: commits made during this push, or a push this attempt did not do.
+            pending = PUSH in self._want[name] or (current.pending_push and not pushed)
+            self.status[name] = current.on_success(now, pending_push=pending)
+            log.debug("%s", outcome.line())
+        elif outcome.absent:
+            if not was_absent:
+                log.info("%s", outcome.line())
+            self.status[name] = current.on_absent(now)
         else:
-            self.status[remote.name] = current.on_failure(now, outcome.summary, self.rng)
+            self.status[name] = current.on_failure(now, outcome.summary, self.rng)
+            self._schedule_retry(name)
+            delay = max(0.0, (self.status[name].next_retry_at or now) - now)
+            log.info("%s; retrying in %.1fs", outcome.line(), delay)
 
+    # --- timers --------------------------------------------------------------------------
+    def _schedule_retry(self, name: str) -> None:
+        at = self.status[name].next_retry_at
+        if at is None or not self.scheduler.running:
+            return
+        self.scheduler.add_job(
+            self._retry_job,
+            "date",
+            run_date=datetime.fromtimestamp(at, UTC),
+            args=[name],
+            id=f"retry:{name}",
+            replace_existing=True,
+        )
+
+    def _cancel_retry(self, name: str) -> None:
+        if self.scheduler.running and self.scheduler.get_job(f"retry:{name}") is not None:
+            self.scheduler.remove_job(f"retry:{name}")
+
+    async def _retry_job(self, name: str) -> None:
+        self._kick(name, {FETCH, PUSH})
+
+    async def _poll_job(self, name: str) -> None:
+        if self.status[name].state is not PeerState.ABSENT:
+            self.peer_changed(name)
+
+    def _listener_unsupported(self, name: str, reason: str) -> None:
+        """The peer cannot stream its changes (no annexsync there, git-shell): poll it."""
+        log.info("%s: %s; polling it every %gs instead", name, reason, self.settings.poll)
+        self.listening.discard(name)
+        self._update_polling()
+
+    def _update_polling(self) -> None:
+        if not self.scheduler.running:
+            return
+        for name, remote in self.remotes.items():
+            job = f"poll:{name}"
+            poll = needs_poll(remote, name in self.listening, self.settings.poll)
+            present = self.scheduler.get_job(job) is not None
+            if poll and not present:
+                self.scheduler.add_job(
+                    self._poll_job, "interval", seconds=self.settings.poll, args=[name], id=job
+                )
+            elif not poll and present:
+                self.scheduler.remove_job(job)
+
+    # --- status --------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
         """Each peer's state, for status."""
         now = time.time()
-        return [
-            {**status.as_dict(), "summary": status.describe(now)} for status in self.status.values()
-        ]
-
-
-def _behind(outcome: Outcome) -> bool:
-    """Whether a push was refused only because the peer has commits we lack."""
-    refs = outcome.refs.values()
-    return bool(refs) and all(
-        r["status"] != "rejected" or "non-fast-forward" in r["reason"] for r in refs
-    )
+        out = []
+        for name, status in self.status.items():
+            poll = self.scheduler.get_job(f"poll:{name}") if self.scheduler.running else None
+            listener = self.listeners.get(name)
+            stream = listener.status() if listener is not None else None
+            out.append(
+                {
+                    **status.as_dict(),
+                    "summary": status.describe(now),
+                    "url": self.remotes[name].url,
+                    "listening": stream is not None and stream.state is ListenerState.LISTENING,
+                    "listener": stream.as_dict() if stream is not None else None,
+                    "listener_summary": stream.describe(now) if stream is not None else None,
+                    "polling": self.settings.poll if poll is not None else None,
+                }
+            )
+        return out
