@@ -497,7 +497,7 @@ def test_directory_replaced_by_file_reported_by_child_paths(repo: Path) -> None:
 def test_only_the_given_changed_paths_are_restaged(repo: Path) -> None:
     ac = seeded(repo, {"a.txt": "a1", "b.txt": "b1", "c.txt": "c1"})
     put(repo, "a.txt", "a2")
-    put(repo, "b.txt", "b2")
+    put(repo, "b.txt", "b2, longer")  # a new size: same-tick mtimes cannot hide the change
 
     result = ac.commit_paths(["a.txt", "c.txt"])
 

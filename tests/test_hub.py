@@ -27,6 +27,10 @@ def hub_repo(tmp_path: Path) -> Path:
     return hub
 
 
+def hub_head(hub: Path) -> str:
+    return git(hub, "rev-parse", "--verify", "-q", "main", check=False).strip()
+
+
 def head(path: Path) -> str:
     return git(path, "rev-parse", "--verify", "-q", "HEAD", check=False).strip()
 
@@ -67,10 +71,37 @@ def test_nodes_racing_to_push_to_a_hub_converge_keeping_every_edit(
 
     expected = {f"a{i}.txt": f"alpha {i}\n".encode() for i in range(5)}
     expected |= {f"b{i}.txt": f"beta {i}\n".encode() for i in range(5)}
-    hub_head = lambda: git(hub, "rev-parse", "--verify", "-q", "main", check=False).strip()  # noqa: E731
-    wait_until(lambda: head(a) == head(b) == hub_head() != "", timeout=60)
+    wait_until(lambda: head(a) == head(b) == hub_head(hub) != "", timeout=60)
     assert head_files(a) == expected
     counts = (commit_count(a), commit_count(b))
     time.sleep(2.5)  # more than two poll intervals: nothing new is made
     assert (commit_count(a), commit_count(b)) == counts
-    assert head(a) == head(b) == hub_head()
+    assert head(a) == head(b) == hub_head(hub)
+
+
+def test_a_refused_push_is_retried_even_when_a_poll_succeeds_in_between(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    """The hub refuses one push (its hook says no once). Polls (every second) then succeed, but
+    the push they do not include is still owed: it goes out with the next attempt, long before
+    the 30 s backoff would have retried it."""
+    hub = hub_repo(tmp_path)
+    flag = tmp_path / "refuse-once"
+    hook = hub / "hooks" / "pre-receive"
+    hook.write_text(f'#!/bin/sh\nif [ -e "{flag}" ]; then rm "{flag}"; echo busy >&2; exit 1; fi\n')
+    hook.chmod(0o755)
+    a = node(tmp_path, "alpha", hub)
+    git(a, "config", "annexsync.retrydelay", "30s")
+    git(a, "config", "annexsync.retrymax", "30s")
+    da = daemon_factory(a).start()
+    (a / "first.txt").write_text("first\n")
+    wait_until(lambda: hub_head(hub) == head(a) != "", timeout=30)
+
+    flag.touch()
+    (a / "second.txt").write_text("second\n")
+    wait_until(lambda: not flag.exists(), timeout=10)  # the refusal happened
+    wait_until(lambda: hub_head(hub) == head(a), timeout=10)
+    assert head_files(hub)["second.txt"] == b"second\n"
+    peer = da.status()["peers"][0]
+    assert peer["last_error"] is not None and "busy" in peer["last_error"]
+    wait_until(lambda: not da.status()["peers"][0]["pending_push"], timeout=10)

@@ -3,6 +3,7 @@ arrivals are merged at once, and nothing ping-pongs."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,3 +119,40 @@ def test_concurrent_edits_of_one_file_converge_with_both_versions_kept(
         assert {k: v for k, v in on_disk.items() if k.startswith("shared.")} == {
             k: v for k, v in files.items() if k.startswith("shared.")
         }
+
+
+def take_lock(path: Path) -> bool:
+    """Create a git lock file the way git does (O_EXCL), so a lock held at that moment by the
+    assistant's own index write is waited for, never overwritten."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_a_merge_held_up_by_git_at_work_goes_ahead_once_git_is_done(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    daemon_factory(a).start()
+    db = daemon_factory(b).start()
+    (a / "base.txt").write_text("base\n")
+    wait_until(lambda: (b / "base.txt").exists(), timeout=30)
+
+    lock = b / ".git" / "index.lock"
+    wait_until(lambda: take_lock(lock), timeout=10)  # someone's git command holds the index
+    (a / "later.txt").write_text("arrives while beta's git is busy\n")
+    wait_until(
+        lambda: git(b, "rev-parse", "-q", "--verify", "refs/remotes/alpha/synced/main", check=False)
+        .strip() == head(a),
+        timeout=30,
+    )
+    time.sleep(0.5)
+    assert not (b / "later.txt").exists()  # nothing is merged under a held index
+
+    lock.unlink()
+    wait_until(lambda: (b / "later.txt").exists(), timeout=15)
+    assert head(b) == head(a), git(b, "log", "--graph", "--stat", "--format=%h %s %p")
+    assert db.status()["held_merges"] == {}

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from assistant.daemon.replicator import FETCH, PUSH, hub_moved_on, needs_poll, work_for
+from assistant.daemon.replicator import (
+    FETCH,
+    PUSH,
+    early_retry_allowed,
+    hub_moved_on,
+    needs_poll,
+    work_for,
+)
 from assistant.peers import Outcome
 from assistant.remotes import Remote, parse_url
 
@@ -72,3 +79,18 @@ def test_only_pulled_peers_without_a_change_stream_are_polled(
     pull: bool, listening: bool, interval: float, poll: bool
 ) -> None:
     assert needs_poll(remote(pull=pull), listening, interval) is poll
+
+
+@pytest.mark.parametrize(
+    ("last", "now", "spacing", "allowed"),
+    [
+        (None, 5.0, 150.0, True),
+        (0.0, 149.0, 150.0, False),
+        (0.0, 150.0, 150.0, True),
+        (10.0, 10.5, 0.5, True),
+    ],
+)
+def test_wake_ups_retry_a_peer_early_at_most_once_per_backoff_step(
+    last: float | None, now: float, spacing: float, allowed: bool
+) -> None:
+    assert early_retry_allowed(last, now, spacing) is allowed

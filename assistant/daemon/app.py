@@ -97,7 +97,7 @@ class Assistant:
             self._spawn("committer", self.actor.run)
             self._spawn("sanity", self._sanity_loop)
             self._spawn("replicator", self.replicator.run)
-            await self.drives.start()
+            self._spawn("drives", self.drives.start)  # a slow drive must not delay readiness
             self.wakeups = Wakeups(self._woken)
             self._spawn("wakeups", self.wakeups.run)
             log.info("assistant started on %s (pid %d)", self.root, os.getpid())
@@ -110,9 +110,10 @@ class Assistant:
                 self.watcher.stop()
             if self.drives is not None:
                 await self.drives.stop()
-            for task in self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             try:
                 await self.actor.flush(patience=2.0)
             finally:
@@ -126,7 +127,14 @@ class Assistant:
             self.stop_event.set()
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(name, factory), name=name))
+        task = asyncio.create_task(self._supervise(name, factory), name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """A finished actor (a one-off check, a listener that gave up) is let go of."""
+        if task in self._tasks:
+            self._tasks.remove(task)
 
     async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         """Run an actor; if it crashes, log it by name and restart it with a growing delay."""

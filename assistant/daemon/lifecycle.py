@@ -123,10 +123,18 @@ def setup_logging(state: Path, node: str, to_stderr: bool, verbose: bool = False
     ]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
+    # APScheduler runs the retry and poll timers: its warnings (a job that raised or was
+    # skipped) belong in the same log.
+    scheduler = logging.getLogger("apscheduler")
+    scheduler.setLevel(logging.WARNING)
+    scheduler.propagate = False
+    for handler in list(scheduler.handlers):
+        scheduler.removeHandler(handler)
     for handler in handlers:
         handler.setFormatter(fmt)
         handler.addFilter(_NodeFilter(node))
         root.addHandler(handler)
+        scheduler.addHandler(handler)
 
 
 def spawn_detached(root: Path, extra: list[str], timeout: float = 60.0) -> int:

@@ -36,6 +36,7 @@ from assistant.remotes import Remote, SSHLocation, read_remotes
 log = logging.getLogger("annexsync.replicator")
 
 MERGE_COALESCE = 0.005  # several refs arriving together make one merge
+MERGE_RETRY = 2.0  # a merge paused by git at work is tried again this much later
 FETCH = "fetch"
 PUSH = "push"
 
@@ -57,6 +58,12 @@ def hub_moved_on(outcome: Outcome) -> bool:
         and bool(refs)
         and all(r["status"] != "rejected" or "non-fast-forward" in r["reason"] for r in refs)
     )
+
+
+def early_retry_allowed(last_early: float | None, now: float, spacing: float) -> bool:
+    """Whether a wake-up may retry a peer now: not within ``spacing`` (its backoff's lower
+    bound) of the last early retry, on the monotonic clock."""
+    return last_early is None or now - last_early >= spacing
 
 
 def wants_listener(remote: Remote) -> bool:
@@ -116,6 +123,9 @@ class Replicator:
         self._want: dict[str, set[str]] = {name: set() for name in self.remotes}
         self._wake = {name: asyncio.Event() for name in self.remotes}
         self._want_merge = asyncio.Event()
+        self._owed: dict[str, set[str]] = {}  # work a failed attempt still owes the peer
+        self._after_merge: set[str] = set()  # peers whose push waits for the pending merge
+        self._early: dict[str, float] = {}  # when each peer was last retried early
 
     # --- triggers (called on the loop thread) -------------------------------------------
     def committed(self) -> None:
@@ -136,19 +146,32 @@ class Replicator:
 
     def retry_offline(self, reason: str) -> None:
         """Something that may have brought peers back happened (resume from sleep, a network
-        change): every offline peer is retried now, keeping its backoff count."""
+        change): every offline peer is retried now, keeping its backoff count, and polled
+        peers are asked at once. Early retries of one peer are at least its backoff's lower
+        bound apart, so a network that keeps changing cannot defeat the backoff. Interval
+        timers are re-armed: they run on the wall clock, which may just have been set back."""
         now = time.time()
-        woken = []
         for listener in self.listeners.values():
             listener.retry_now()
+        woken = []
         for name, status in self.status.items():
-            if status.state is not PeerState.OFFLINE:
+            if status.state is not PeerState.OFFLINE or not early_retry_allowed(
+                self._early.get(name), time.monotonic(), status.backoff.lower(status.failures)
+            ):
                 continue
+            self._early[name] = time.monotonic()
             self.status[name] = status.on_retry_now(now)
             woken.append(name)
             self._schedule_retry(name)
         if woken:
             log.info("%s: retrying %s", reason, ", ".join(sorted(woken)))
+        if self.scheduler.running:
+            for job in self.scheduler.get_jobs():
+                if job.id == "full-sync" or job.id.startswith("poll:"):
+                    job.reschedule("interval", seconds=job.trigger.interval.total_seconds())
+        for name in self.remotes:
+            if name not in self.listening and self.status[name].state is PeerState.CONNECTED:
+                self.peer_changed(name)
 
     def drive_present(self, name: str, present: bool) -> None:
         """A local peer's drive was mounted (sync both ways now) or unmounted (quiet)."""
@@ -164,7 +187,9 @@ class Replicator:
             log.info("%s is gone; it will be synced when it is back", name)
 
     def full_sync(self) -> None:
-        """Fetch from and push to every peer: the periodic catch-all for anything missed."""
+        """Fetch from and push to every peer, and merge: the periodic catch-all for anything
+        missed (a merge that git held up, a lost notification)."""
+        self._want_merge.set()
         for name in self.remotes:
             self._kick(name, {FETCH, PUSH})
 
@@ -177,6 +202,9 @@ class Replicator:
     # --- actors --------------------------------------------------------------------------
     async def run(self) -> None:
         """Start the scheduler and the loops, then catch up with every peer once."""
+        if self.scheduler.running:  # restarted by the supervisor after a crash
+            self.full_sync()
+            return
         self.scheduler.start()
         if self.settings.fullsync > 0:
             self.scheduler.add_job(
@@ -221,17 +249,25 @@ class Replicator:
             await self._want_merge.wait()
             await asyncio.sleep(MERGE_COALESCE)
             self._want_merge.clear()
-            if not await self.worker.run(has_incoming, self.committer.repo, pulls):
-                continue
-            await self.actor.flush(patience=2.0)  # local edits are committed first
-            result = await self.worker.run(
-                integrate, self.committer, self.settings.resolvemerge, pulls, False
-            )
-            if result.paused:
-                log.warning("merge paused: %s", result.paused)
-            elif result.head is not None:
-                log.info("merged %s (%s)", ", ".join(result.merged), result.kind)
-                self.committed()
+            waiting, self._after_merge = self._after_merge, set()
+            try:
+                if await self.worker.run(has_incoming, self.committer.repo, pulls):
+                    await self._merge(pulls)
+            finally:
+                for name in waiting:  # pushes held back for this merge go now, merged or not
+                    self._kick(name, {PUSH})
+
+    async def _merge(self, pulls: set[str]) -> None:
+        await self.actor.flush(patience=2.0)  # local edits are committed first
+        result = await self.worker.run(
+            integrate, self.committer, self.settings.resolvemerge, pulls, False
+        )
+        if result.paused:
+            log.warning("merge paused: %s; trying again in %gs", result.paused, MERGE_RETRY)
+            asyncio.get_running_loop().call_later(MERGE_RETRY, self._want_merge.set)
+        elif result.head is not None:
+            log.info("merged %s (%s)", ", ".join(result.merged), result.kind)
+            self.committed()
 
     async def _peer_loop(self, name: str) -> None:
         remote = self.remotes[name]
@@ -240,39 +276,72 @@ class Replicator:
             await wake.wait()
             wake.clear()
             work, self._want[name] = self._want[name], set()
+            work |= work_for(remote, self._owed.pop(name, set()))
             if work:
                 await self._sync_once(remote, work)
 
     async def _sync_once(self, remote: Remote, work: set[str]) -> None:
-        """One attempt with one peer: fetch first (so a push to a hub is a fast-forward), then
-        push; record the outcome and schedule a retry on failure."""
+        """One attempt with one peer: fetch, then push; record the outcome and schedule a
+        retry on failure. When the fetch brought commits, the push waits for their merge:
+        to a hub it would be refused, and the merge is pushed anyway."""
         name = remote.name
-        self._cancel_retry(name)
+        self._cancel_retry(name)  # this attempt includes whatever a failed one owed
         was_absent = self.status[name].state is PeerState.ABSENT
         self.status[name] = self.status[name].on_attempt()
+        try:
+            outcome, pushed, deferred = await self._exchange(remote, work)
+        except Exception as exc:  # a bug or an odd filesystem: a failure, never a stuck peer
+            log.exception("%s: sync failed", name)
+            outcome, pushed, deferred = Outcome(name, False, f"error: {exc}"), False, False
+        if not outcome.ok and not outcome.absent:
+            self._owed[name] = work
+        self._record(remote, outcome, work, pushed, deferred, was_absent)
+
+    async def _exchange(self, remote: Remote, work: set[str]) -> tuple[Outcome, bool, bool]:
+        """(outcome, whether a push went through, whether the push waits for a merge)."""
+        name = remote.name
         outcome: Outcome | None = None
         if FETCH in work:
             outcome = await fetch_from(self.peers, self.repo, remote)
-            if outcome.ok and outcome.refs:
+            if not outcome.ok:
+                return outcome, False, False
+            if outcome.refs:
                 self._want_merge.set()
-        if PUSH in work and (outcome is None or outcome.ok):
-            outcome = await push_to(self.peers, self.repo, self.identity, remote)
-            if hub_moved_on(outcome) and remote.pull:
-                fetched = await fetch_from(self.peers, self.repo, remote)
-                if fetched.ok:
-                    # The merge of what the hub has is pushed at once (committed()).
-                    self._want_merge.set()
-                    outcome = Outcome(name, True, "the hub moved on; merging its commits")
-        assert outcome is not None
-        self._record(remote, outcome, pushed=PUSH in work, was_absent=was_absent)
+                if PUSH in work:
+                    self._after_merge.add(name)
+                    return outcome, False, True
+        if PUSH not in work:
+            assert outcome is not None
+            return outcome, False, False
+        outcome = await push_to(self.peers, self.repo, self.identity, remote)
+        if hub_moved_on(outcome) and remote.pull:
+            fetched = await fetch_from(self.peers, self.repo, remote)
+            if fetched.ok and fetched.refs:
+                self._want_merge.set()
+                self._after_merge.add(name)
+                return Outcome(name, True, "the hub moved on; merging its commits"), False, True
+        return outcome, outcome.ok, False
 
-    def _record(self, remote: Remote, outcome: Outcome, pushed: bool, was_absent: bool) -> None:
+    def _record(
+        self,
+        remote: Remote,
+        outcome: Outcome,
+        work: set[str],
+        pushed: bool,
+        deferred: bool,
+        was_absent: bool,
+    ) -> None:
         now = time.time()
         name = remote.name
         current = self.status[name]
         if outcome.ok:
-            # Still pending: commits made during this push, or a push this attempt did not do.
-            pending = PUSH in self._want[name] or (current.pending_push and not pushed)
+            # Still pending: commits made meanwhile, a push held back for a merge, or a push
+            # this attempt did not do.
+            pending = (
+                PUSH in self._want[name]
+                or deferred
+                or (current.pending_push and not pushed)
+            )
             self.status[name] = current.on_success(now, pending_push=pending)
             log.debug("%s", outcome.line())
         elif outcome.absent:
@@ -280,7 +349,8 @@ class Replicator:
                 log.info("%s", outcome.line())
             self.status[name] = current.on_absent(now)
         else:
-            self.status[name] = current.on_failure(now, outcome.summary, self.rng)
+            failed = current.on_pending() if PUSH in work else current
+            self.status[name] = failed.on_failure(now, outcome.summary, self.rng)
             self._schedule_retry(name)
             delay = max(0.0, (self.status[name].next_retry_at or now) - now)
             log.info("%s; retrying in %.1fs", outcome.line(), delay)
@@ -307,8 +377,7 @@ class Replicator:
         self._kick(name, {FETCH, PUSH})
 
     async def _poll_job(self, name: str) -> None:
-        if self.status[name].state is not PeerState.ABSENT:
-            self.peer_changed(name)
+        self.peer_changed(name)
 
     def _listener_unsupported(self, name: str, reason: str) -> None:
         """The peer cannot stream its changes (no annexsync there, git-shell): poll it."""
