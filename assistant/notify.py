@@ -36,12 +36,13 @@ from pathlib import Path
 import pygit2
 
 from assistant.errors import NotARepositoryError
+from assistant.streamed import Record, decode_body, frame_for, objects_for
 from assistant.transport.base import Transport
 
 WATCHED = ("refs/heads", "refs/remotes")
 """Ref namespaces reported: the branches a peer fetches and those pushed to this node."""
 
-SETTLE = 0.003
+SETTLE = 0.001
 """A burst is over once no event has arrived for this long (seconds)."""
 
 MAX_DELAY = 0.025
@@ -299,9 +300,9 @@ def open_watch(gitdir: Path) -> InotifyWatch | WatchdogWatch:
 # --- the command ----------------------------------------------------------------------------
 
 
-def _writer(fd: int) -> Callable[[list[str]], None]:
-    def write(lines: list[str]) -> None:
-        data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+def _writer(fd: int) -> Callable[[list[str], bytes], None]:
+    def write(lines: list[str], before: bytes = b"") -> None:
+        data = before + "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
         while data:
             data = data[os.write(fd, data) :]
 
@@ -312,16 +313,61 @@ def _stop(_signum: int, _frame: object) -> None:
     raise _Stop
 
 
+class _Listener:
+    """What the peer on the other end asked for on our input: object streaming (``stream``)
+    and the commits it holds (``have <oid>``)."""
+
+    def __init__(self) -> None:
+        self.stream = False
+        self.known: set[pygit2.Oid] = set()
+        self._partial = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            word, _, rest = raw.decode("ascii", "replace").partition(" ")
+            if word == "stream":
+                self.stream = True
+            elif word == "have" and _valid_oid(rest):
+                self.known.add(pygit2.Oid(hex=rest))
+
+
+def _objects_before(
+    repo: pygit2.Repository, peer: _Listener, old: RefMap, new: RefMap
+) -> bytes:
+    """The ``objects`` frames for the branches that moved, for a peer that streams."""
+    if not peer.stream:
+        return b""
+    frames = []
+    for name, oid in sorted(new.items()):
+        if not name.startswith("refs/heads/") or old.get(name) == oid:
+            continue
+        tip = pygit2.Oid(hex=oid)
+        if tip in peer.known:
+            continue
+        try:
+            oids = objects_for(repo, tip, peer.known)
+            if oids:
+                frames.append(frame_for(repo, oids))
+        except (KeyError, ValueError, pygit2.GitError):
+            continue  # the peer fetches instead
+        peer.known.add(tip)
+    return b"".join(frames)
+
+
 def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     """Run the command until the peer goes away; the exit status (0 for a clean end).
 
     Reading from ``stdin_fd`` is how the end of an ssh channel is noticed: its EOF ends the
-    watch, so no watcher outlives the connection that asked for it.
+    watch, so no watcher outlives the connection that asked for it. The peer may also ask
+    for the objects of each change to be sent with it (``assistant.streamed``).
     """
     gitdir = common_dir(path)
     write = _writer(stdout_fd)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     watch = open_watch(gitdir)
+    repo = pygit2.Repository(str(gitdir))
+    peer = _Listener()
     try:
         current = read_refs(gitdir)
         write(["ready", *diff_lines({}, current)])
@@ -332,10 +378,12 @@ def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
             ready = dict(poller.poll())
             if stdin_fd in ready:
                 try:
-                    if not os.read(stdin_fd, 4096):
-                        return 0
+                    data = os.read(stdin_fd, 65536)
                 except OSError:
                     return 0
+                if not data:
+                    return 0
+                peer.feed(data)
             if watch.fd not in ready or not watch.drain():
                 continue
             first = time.monotonic()
@@ -345,9 +393,9 @@ def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
                 watch.drain()
             new = read_refs(gitdir)
             lines = diff_lines(current, new)
-            current = new
             if lines:
-                write(lines)
+                write(lines, _objects_before(repo, peer, current, new))
+            current = new
     except (_Stop, BrokenPipeError):
         return 0
     finally:
@@ -362,12 +410,20 @@ DEFAULT_COMMAND = "annexsync notify-changes"
 
 
 async def watch_remote(
-    transport: Transport, path: str, command: str = DEFAULT_COMMAND
+    transport: Transport,
+    path: str,
+    command: str = DEFAULT_COMMAND,
+    hello: str = "",
+    on_objects: Callable[[list[Record]], None] | None = None,
 ) -> AsyncIterator[tuple[str, str | None]]:
     """Run ``command PATH`` on the peer behind ``transport`` and yield ``(ref, oid)`` for each
     change, ``(ref, None)`` for a deletion, starting with the refs present once the watch is in
     place. Raises TransportError if the far side fails or ends; closing the iterator ends the
     remote command. A LocalTransport runs this package's own command in a subprocess.
+
+    ``hello`` is written to the command's input first (``stream`` and ``have`` lines, see
+    ``assistant.streamed``); each ``objects`` frame is handed to ``on_objects`` before the ref
+    lines that follow it are yielded.
     """
     import asyncio
 
@@ -391,13 +447,34 @@ async def watch_remote(
         channel = await transport.open(command, path)
     buffer = b""
     seen_ready = False
+    frame: tuple[int, int] | None = None  # (records, bytes) of an objects frame being read
     try:
+        if hello:
+            await channel.write(hello.encode("ascii"))
         while True:
             data = await channel.read()
             if not data:
                 break
             buffer += data
-            *lines, buffer = buffer.split(b"\n")
+            lines: list[bytes] = []
+            while True:
+                if frame is not None:
+                    if len(buffer) < frame[1]:
+                        break
+                    body, buffer = buffer[: frame[1]], buffer[frame[1] :]
+                    if on_objects is not None:
+                        on_objects(decode_body(frame[0], body))
+                    frame = None
+                    continue
+                raw, newline, rest = buffer.partition(b"\n")
+                if not newline:
+                    break
+                buffer = rest
+                if raw.startswith(b"objects "):
+                    _word, count, size = raw.split()
+                    frame = (int(count), int(size))
+                    continue
+                lines.append(raw)
             for raw in lines:
                 line = raw.decode("utf-8", "surrogateescape")
                 kind, _, rest = line.partition(" ")

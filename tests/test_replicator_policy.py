@@ -13,6 +13,7 @@ from assistant.daemon.replicator import (
     early_retry_allowed,
     hub_moved_on,
     needs_poll,
+    peer_has,
     work_for,
 )
 from assistant.peers import Outcome
@@ -94,3 +95,19 @@ def test_wake_ups_retry_a_peer_early_at_most_once_per_backoff_step(
     last: float | None, now: float, spacing: float, allowed: bool
 ) -> None:
     assert early_retry_allowed(last, now, spacing) is allowed
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "has"),
+    [
+        ({"refs/heads/main": "a"}, {"refs/heads/main": "a"}, True),
+        ({"refs/heads/main": "a"}, {"refs/heads/main": "b"}, False),
+        ({"refs/heads/main": "a", "refs/heads/x": "c"}, {"refs/heads/main": "a"}, False),
+        ({"refs/heads/main": "a"}, {}, False),
+        ({}, {}, False),
+    ],
+)
+def test_a_peer_whose_branches_are_ours_needs_no_push(
+    ours: dict[str, str], theirs: dict[str, str], has: bool
+) -> None:
+    assert peer_has(ours, theirs) is has

@@ -250,7 +250,28 @@ class Assistant:
             )
         if command == "ping":
             return {"ok": True, "pid": os.getpid()}
+        if command in ("committed", "reread"):
+            return await self.hook_event(command)
+        if command == "wake":
+            self._woken("asked to retry offline peers")
+            return {"ok": True}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    async def hook_event(self, event: str) -> dict[str, Any]:
+        """A git hook's news, answered at once: ``committed`` (a commit made by hand: push
+        it) or ``reread`` (a merge, checkout or rewrite: look at the repository again)."""
+        assert self.actor is not None
+        self.actor.git_changed()
+        if event == "committed" and self.replicator is not None:
+            self.replicator.committed()
+        if event == "reread":
+            self._spawn("reread", self._reread)
+        return {"ok": True}
+
+    async def _reread(self) -> None:
+        await self.rescan()
+        if self.replicator is not None:
+            self.replicator.refs_arrived()
 
     async def sync(self, allow_deletions: bool, remote_names: list[str]) -> dict[str, Any]:
         """Commit everything pending now (after a rescan), optionally releasing held

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import tzinfo
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import pygit2
 
@@ -42,6 +42,7 @@ from assistant.notify import DEFAULT_COMMAND, watch_remote
 from assistant.peers import remote_path_expr
 from assistant.peerstate import Backoff, Rng, format_duration, format_time, one_line
 from assistant.remotes import Location, Remote, SSHLocation
+from assistant.streamed import Record
 from assistant.transport.base import Channel, ServiceExit, Transport, TransportError
 from assistant.transport.local import LocalTransport, ProcessChannel
 
@@ -129,6 +130,18 @@ def object_lookup(repo: pygit2.Repository) -> Callable[[str], bool]:
     return has
 
 
+class Stream(Protocol):
+    """Where objects sent along with changes go (``assistant.streamed``): ``hello`` asks for
+    them, ``objects`` checks and stores a frame, ``take`` says whether a changed ref's commit
+    came that way (and then moves our tracking ref: no fetch needed)."""
+
+    def hello(self) -> str: ...
+
+    def objects(self, records: list[Record]) -> None: ...
+
+    def take(self, ref: str, oid: str) -> bool: ...
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -206,6 +219,7 @@ class ChangeListener:
         on_change: Callable[[str], None],
         on_unsupported: Callable[[str, str], None] | None = None,
         *,
+        stream: Stream | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         stable_after: float = STABLE_AFTER,
         rng: Rng | None = None,
@@ -216,6 +230,7 @@ class ChangeListener:
         self.has_commit = has_commit
         self.on_change = on_change
         self.on_unsupported = on_unsupported
+        self.stream = stream
         self.backoff = backoff
         self.stable_after = stable_after
         self.rng: Rng = rng or random.Random()
@@ -297,7 +312,14 @@ class ChangeListener:
         name, path = invocation(self.remote.location, command)
         transport = _Announcing(self.transport, self._ready)
         try:
-            async with contextlib.aclosing(watch_remote(transport, path, name)) as stream:
+            changes = watch_remote(
+                transport,
+                path,
+                name,
+                hello=self.stream.hello() if self.stream else "",
+                on_objects=self.stream.objects if self.stream else None,
+            )
+            async with contextlib.aclosing(changes) as stream:
                 async for ref, oid in stream:
                     self._changed(ref, oid)
         except (AnnexsyncError, OSError) as exc:
@@ -320,6 +342,8 @@ class ChangeListener:
 
     def _changed(self, ref: str, oid: str | None) -> None:
         if oid is None or not wants_fetch(ref, oid) or oid in self._signalled:
+            return
+        if self.stream is not None and self.stream.take(ref, oid):
             return
         try:
             if self.has_commit(oid):

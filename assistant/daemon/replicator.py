@@ -26,16 +26,17 @@ from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.listener import ChangeListener, ListenerState, object_lookup
+from assistant.daemon.streaming import StreamSink
 from assistant.daemon.worker import RepoWorker
 from assistant.integrate import has_incoming, integrate
 from assistant.node import NodeIdentity
-from assistant.peers import Outcome, Peers, fetch_from, push_to
+from assistant.peers import Outcome, Peers, branch_tips, fetch_from, push_to
 from assistant.peerstate import DEFAULT_FLOOR, Backoff, PeerState, PeerStatus
 from assistant.remotes import Remote, SSHLocation, read_remotes
 
 log = logging.getLogger("annexsync.replicator")
 
-MERGE_COALESCE = 0.005  # several refs arriving together make one merge
+MERGE_COALESCE = 0.001  # several refs arriving together make one merge
 MERGE_RETRY = 2.0  # a merge paused by git at work is tried again this much later
 FETCH = "fetch"
 PUSH = "push"
@@ -64,6 +65,26 @@ def early_retry_allowed(last_early: float | None, now: float, spacing: float) ->
     """Whether a wake-up may retry a peer now: not within ``spacing`` (its backoff's lower
     bound) of the last early retry, on the monotonic clock."""
     return last_early is None or now - last_early >= spacing
+
+
+def peer_has(ours: dict[str, str], theirs: dict[str, str]) -> bool:
+    """Whether a peer's branches, as we last saw them, are exactly ours: then a push would
+    send nothing but a ref update it does not need (a fast-forward to its own commit)."""
+    return bool(ours) and all(theirs.get(branch) == oid for branch, oid in ours.items())
+
+
+def tracking_tips(repo: pygit2.Repository, remote: str) -> dict[str, str]:
+    """A remote's branches as we last fetched or were told them, as ``refs/heads/*`` names."""
+    prefix = f"refs/remotes/{remote}/"
+    out = {}
+    for name in repo.references:
+        if name.startswith(prefix) and "/synced/" not in name[len(prefix) - 1 :]:
+            try:
+                oid = repo.references[name].peel(pygit2.Commit).id
+            except (pygit2.GitError, KeyError, ValueError):
+                continue
+            out["refs/heads/" + name[len(prefix) :]] = str(oid)
+    return out
 
 
 def wants_listener(remote: Remote) -> bool:
@@ -224,6 +245,7 @@ class Replicator:
                     object_lookup(self.repo),
                     self.peer_changed,
                     self._listener_unsupported,
+                    stream=StreamSink(self.repo, name, self.refs_arrived),
                 )
                 self.listeners[name] = listener
                 self.listening.add(name)
@@ -313,6 +335,8 @@ class Replicator:
         if PUSH not in work:
             assert outcome is not None
             return outcome, False, False
+        if peer_has(branch_tips(self.repo), tracking_tips(self.repo, name)):
+            return Outcome(name, True, "up to date (it has our commits)"), True, False
         outcome = await push_to(self.peers, self.repo, self.identity, remote)
         if hub_moved_on(outcome) and remote.pull:
             fetched = await fetch_from(self.peers, self.repo, remote)
