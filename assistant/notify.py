@@ -35,7 +35,9 @@ from pathlib import Path
 
 import pygit2
 
+from assistant.config import get_string
 from assistant.errors import NotARepositoryError
+from assistant.names import name_problem
 from assistant.streamed import Record, decode_body, frame_for, objects_for
 from assistant.transport.base import Transport
 
@@ -43,6 +45,7 @@ WATCHED = ("refs/heads", "refs/remotes")
 """Ref namespaces reported: the branches a peer fetches and those pushed to this node."""
 
 SETTLE = 0.001
+LISTENERS = "listeners"
 """A burst is over once no event has arrived for this long (seconds)."""
 
 MAX_DELAY = 0.025
@@ -319,6 +322,7 @@ class _Listener:
 
     def __init__(self) -> None:
         self.stream = False
+        self.node: str | None = None
         self.known: set[pygit2.Oid] = set()
         self._partial = b""
 
@@ -330,6 +334,42 @@ class _Listener:
                 self.stream = True
             elif word == "have" and _valid_oid(rest):
                 self.known.add(pygit2.Oid(hex=rest))
+            elif word == "node" and name_problem(rest) is None:
+                self.node = rest
+
+
+def presence_path(gitdir: Path, node: str, pid: int) -> Path:
+    """Where a notify-changes process serving node ``node`` with objects says so: this node's
+    assistant need not push to a node that is sent every change as it happens."""
+    return gitdir / "annexsync" / LISTENERS / f"{node}.{pid}"
+
+
+def streaming_nodes(gitdir: Path) -> set[str]:
+    """The nodes a live notify-changes process of this repository streams changes to."""
+    out = set()
+    try:
+        entries = os.listdir(gitdir / "annexsync" / LISTENERS)
+    except OSError:
+        return out
+    for entry in entries:
+        node, _, pid = entry.rpartition(".")
+        if node and pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+            out.add(node)
+    return out
+
+
+def _announce(gitdir: Path, peer: _Listener) -> Path | None:
+    """Record that ``peer`` is streamed to (once it said who it is), if this repository has
+    an assistant's state directory; the path to remove at the end."""
+    if not (peer.stream and peer.node) or not (gitdir / "annexsync").is_dir():
+        return None
+    path = presence_path(gitdir, peer.node, os.getpid())
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.touch()
+    except OSError:
+        return None
+    return path
 
 
 def _objects_before(
@@ -368,9 +408,11 @@ def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     watch = open_watch(gitdir)
     repo = pygit2.Repository(str(gitdir))
     peer = _Listener()
+    presence: Path | None = None
     try:
         current = read_refs(gitdir)
-        write(["ready", *diff_lines({}, current)])
+        name = get_string(repo.config, "annexsync.name") or ""
+        write([f"ready {name}".rstrip(), *diff_lines({}, current)])
         poller = select.poll()
         poller.register(watch.fd, select.POLLIN)
         poller.register(stdin_fd, select.POLLIN | select.POLLHUP)
@@ -384,6 +426,8 @@ def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
                 if not data:
                     return 0
                 peer.feed(data)
+                if presence is None:
+                    presence = _announce(gitdir, peer)
             if watch.fd not in ready or not watch.drain():
                 continue
             first = time.monotonic()
@@ -399,6 +443,9 @@ def notify_changes(path: Path, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     except (_Stop, BrokenPipeError):
         return 0
     finally:
+        if presence is not None:
+            with contextlib.suppress(OSError):
+                presence.unlink()
         watch.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -415,6 +462,7 @@ async def watch_remote(
     command: str = DEFAULT_COMMAND,
     hello: str = "",
     on_objects: Callable[[list[Record]], None] | None = None,
+    on_ready: Callable[[str], None] | None = None,
 ) -> AsyncIterator[tuple[str, str | None]]:
     """Run ``command PATH`` on the peer behind ``transport`` and yield ``(ref, oid)`` for each
     change, ``(ref, None)`` for a deletion, starting with the refs present once the watch is in
@@ -423,7 +471,8 @@ async def watch_remote(
 
     ``hello`` is written to the command's input first (``stream`` and ``have`` lines, see
     ``assistant.streamed``); each ``objects`` frame is handed to ``on_objects`` before the ref
-    lines that follow it are yielded.
+    lines that follow it are yielded. ``on_ready`` hears the far node's ``annexsync.name``
+    ("" when it has none) once the watch is in place.
     """
     import asyncio
 
@@ -480,6 +529,8 @@ async def watch_remote(
                 kind, _, rest = line.partition(" ")
                 if kind == "ready":
                     seen_ready = True
+                    if on_ready is not None:
+                        on_ready(rest)
                 elif kind == "ref":
                     oid, _, name = rest.partition(" ")
                     yield name, oid

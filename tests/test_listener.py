@@ -99,6 +99,10 @@ WHERE = "change notification on root@127.0.0.1:2222"
             "refuses",
         ),
         (f"{WHERE} did not start: This account is currently not available.", "refuses"),
+        (
+            f"{WHERE} did not start: annexsync: error: refused: the key may only reach /srv/n",
+            "refuses",
+        ),
         # failures that may pass: retried with backoff
         (f"{WHERE} did not start: annexsync: error: /srv/n: not a git repository", None),
         (f"{WHERE} did not start: sh: 1: cd: can't cd to /root/notes", None),

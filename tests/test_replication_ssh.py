@@ -212,7 +212,13 @@ def test_concurrent_edits_keep_both_versions(cluster: dict[str, Node]) -> None:
 
 
 def test_peer_down_then_restarted_catches_up(cluster: dict[str, Node]) -> None:
+    """B must push to C here: C follows no change stream from B (a peer that cannot, like
+    one whose annexsync is too old), so only B's retries can bring it what it missed."""
     a, b, c = cluster["A"], cluster["B"], cluster["C"]
+    c.daemon.stop(timeout=15)
+    git(c.repo, "config", "remote.B.annexsync-notify", "false")
+    git(c.repo, "config", "annexsync.poll", "0")
+    c.daemon.start()
     write(a, "first.txt", b"one\n")
     wait_for(cluster, lambda: settled(cluster), "the first file did not reach every node")
     # Stop C only once nothing is in flight: killing sshd in the middle of a push leaves a
@@ -231,7 +237,7 @@ def test_peer_down_then_restarted_catches_up(cluster: dict[str, Node]) -> None:
         lambda: any(p["remote"] == "C" and p["failures"] > 0 for p in b.daemon.status()["peers"]),
         "B never recorded a failed push to C",
     )
-    # C may have it already: its own change stream from B still runs (only C's sshd is down).
+    assert c.read("while-down.txt") is None
 
     c.server.start()
     assert c.server.port == port

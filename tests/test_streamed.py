@@ -134,7 +134,7 @@ def listen(
         object_lookup(repo),
         calls.on_change,
         calls.on_unsupported,
-        stream=StreamSink(repo, remote.name, lambda: arrived.append(1)),
+        stream=StreamSink(repo, remote.name, "here", lambda: arrived.append(1)),
         backoff=Backoff(0.05, 0.4, 0.05),
     )
     listener.start()

@@ -26,8 +26,6 @@ import contextlib
 import logging
 import random
 import re
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,13 +36,12 @@ from typing import Any, Protocol
 import pygit2
 
 from assistant.errors import AnnexsyncError
-from assistant.notify import DEFAULT_COMMAND, watch_remote
+from assistant.notify import watch_remote
 from assistant.peers import remote_path_expr
 from assistant.peerstate import Backoff, Rng, format_duration, format_time, one_line
 from assistant.remotes import Location, Remote, SSHLocation
 from assistant.streamed import Record
-from assistant.transport.base import Channel, ServiceExit, Transport, TransportError
-from assistant.transport.local import LocalTransport, ProcessChannel
+from assistant.transport.base import Transport
 
 log = logging.getLogger("annexsync.listener")
 
@@ -78,6 +75,7 @@ _REFUSED = (
     re.compile(r"unrecognized command '"),  # git-shell
     re.compile(r"unknown git/gitolite command", re.IGNORECASE),
     re.compile(r"This account is currently not available"),  # nologin
+    re.compile(r"annexsync: error: refused: "),  # a key restricted to `annexsync serve`
 )
 
 
@@ -231,6 +229,7 @@ class ChangeListener:
         self.on_change = on_change
         self.on_unsupported = on_unsupported
         self.stream = stream
+        self.peer_node = ""  # the peer's annexsync.name, as its notify-changes said
         self.backoff = backoff
         self.stable_after = stable_after
         self.rng: Rng = rng or random.Random()
@@ -310,14 +309,14 @@ class ChangeListener:
         self._signalled.clear()
         self._wake.clear()
         name, path = invocation(self.remote.location, command)
-        transport = _Announcing(self.transport, self._ready)
         try:
             changes = watch_remote(
-                transport,
+                self.transport,
                 path,
                 name,
                 hello=self.stream.hello() if self.stream else "",
                 on_objects=self.stream.objects if self.stream else None,
+                on_ready=self._ready,
             )
             async with contextlib.aclosing(changes) as stream:
                 async for ref, oid in stream:
@@ -335,7 +334,8 @@ class ChangeListener:
                 return one_line(cause)
         return f"change notification on {self.transport.describe()} ended"
 
-    def _ready(self) -> None:
+    def _ready(self, node: str) -> None:
+        self.peer_node = node
         self._ready_at = asyncio.get_running_loop().time()
         self._set(state=ListenerState.LISTENING, retry_at=None)
         log.info("listening for changes on %s", self.remote.name)
@@ -382,78 +382,3 @@ class ChangeListener:
         if "state" in changes and changes["state"] is not self._status.state:
             changes["since"] = self.clock()
         self._status = replace(self._status, **changes)
-
-
-# --- seeing ``ready`` -----------------------------------------------------------------------
-
-
-class _ReadyChannel(Channel):
-    """Passes a channel through, calling ``on_ready`` when its first line is ``ready``
-    (``watch_remote`` keeps that line to itself, and a peer with no branches sends nothing
-    after it)."""
-
-    def __init__(self, inner: Channel, on_ready: Callable[[], None]) -> None:
-        self.inner = inner
-        self.on_ready = on_ready
-        self._head: bytes | None = b""
-
-    async def read(self, n: int = 65536) -> bytes:
-        data = await self.inner.read(n)
-        if self._head is not None and data:
-            self._head += data
-            if b"\n" in self._head:
-                if self._head.split(b"\n", 1)[0] == b"ready":
-                    self.on_ready()
-                self._head = None
-        return data
-
-    async def write(self, data: bytes) -> None:
-        await self.inner.write(data)
-
-    def write_eof(self) -> None:
-        self.inner.write_eof()
-
-    async def finish(self) -> ServiceExit:
-        return await self.inner.finish()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-
-class _Announcing(Transport):
-    """A transport whose channels report ``ready``; local peers run the command here."""
-
-    def __init__(self, inner: Transport, on_ready: Callable[[], None]) -> None:
-        self.inner = inner
-        self.on_ready = on_ready
-
-    def describe(self) -> str:
-        return self.inner.describe()
-
-    async def open(self, service: str, path: str) -> Channel:
-        if isinstance(self.inner, LocalTransport):
-            channel: Channel = await _local_command(service, path)
-        else:
-            channel = await self.inner.open(service, path)
-        return _ReadyChannel(channel, self.on_ready)
-
-
-async def _local_command(command: str, path: str) -> Channel:
-    """``command path`` as a subprocess of this machine; the default command is this very
-    installation's (``python -m assistant``), as in ``watch_remote``."""
-    argv = shlex.split(command)
-    if command == DEFAULT_COMMAND:
-        argv = [sys.executable, "-m", "assistant", "notify-changes"]
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            path,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except FileNotFoundError:
-        raise TransportError(f"{argv[0]}: command not found") from None
-    except PermissionError:
-        raise TransportError(f"{argv[0]}: permission denied") from None
-    return ProcessChannel(proc)

@@ -30,6 +30,7 @@ from assistant.daemon.streaming import StreamSink
 from assistant.daemon.worker import RepoWorker
 from assistant.integrate import has_incoming, integrate
 from assistant.node import NodeIdentity
+from assistant.notify import streaming_nodes
 from assistant.peers import Outcome, Peers, branch_tips, fetch_from, push_to
 from assistant.peerstate import DEFAULT_FLOOR, Backoff, PeerState, PeerStatus
 from assistant.remotes import Remote, SSHLocation, read_remotes
@@ -245,7 +246,7 @@ class Replicator:
                     object_lookup(self.repo),
                     self.peer_changed,
                     self._listener_unsupported,
-                    stream=StreamSink(self.repo, name, self.refs_arrived),
+                    stream=StreamSink(self.repo, name, self.identity.name, self.refs_arrived),
                 )
                 self.listeners[name] = listener
                 self.listening.add(name)
@@ -337,6 +338,8 @@ class Replicator:
             return outcome, False, False
         if peer_has(branch_tips(self.repo), tracking_tips(self.repo, name)):
             return Outcome(name, True, "up to date (it has our commits)"), True, False
+        if self._streamed_to(name):
+            return Outcome(name, True, "sent with our change notifications"), True, False
         outcome = await push_to(self.peers, self.repo, self.identity, remote)
         if hub_moved_on(outcome) and remote.pull:
             fetched = await fetch_from(self.peers, self.repo, remote)
@@ -345,6 +348,13 @@ class Replicator:
                 self._after_merge.add(name)
                 return Outcome(name, True, "the hub moved on; merging its commits"), False, True
         return outcome, outcome.ok, False
+
+    def _streamed_to(self, name: str) -> bool:
+        """Whether the peer behind remote ``name`` listens to our notify-changes with objects:
+        every change reaches it that way (or it fetches), so a push would only repeat it."""
+        listener = self.listeners.get(name)
+        node = listener.peer_node if listener is not None else ""
+        return bool(node) and node in streaming_nodes(Path(self.repo.path))
 
     def _record(
         self,

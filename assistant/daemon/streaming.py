@@ -20,16 +20,18 @@ class StreamSink:
     """One peer's stream into our repository (through the replicator's handle, on the loop)."""
 
     def __init__(
-        self, repo: pygit2.Repository, remote: str, on_arrived: Callable[[], None]
+        self, repo: pygit2.Repository, remote: str, node: str, on_arrived: Callable[[], None]
     ) -> None:
         self.repo = repo
         self.remote = remote
+        self.node = node
         self.on_arrived = on_arrived
         self._accepted: set[str] = set()
 
     def hello(self) -> str:
-        """Ask for objects, naming the commits we hold: our branches and what we last had of
-        this peer's, so the peer sends only what is new."""
+        """Ask for objects, naming ourselves (the peer's assistant then need not push to us)
+        and the commits we hold: our branches and what we last had of this peer's, so the
+        peer sends only what is new."""
         tips = set(branch_tips(self.repo).values())
         prefix = f"refs/remotes/{self.remote}/"
         for name in self.repo.references:
@@ -38,7 +40,8 @@ class StreamSink:
                     tips.add(str(self.repo.references[name].peel(pygit2.Commit).id))
                 except (pygit2.GitError, KeyError, ValueError):
                     continue
-        return "stream\n" + "".join(f"have {oid}\n" for oid in sorted(tips))
+        haves = "".join(f"have {oid}\n" for oid in sorted(tips))
+        return f"stream\nnode {self.node}\n{haves}"
 
     def objects(self, records: list[Record]) -> None:
         odb = self.repo.odb
