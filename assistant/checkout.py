@@ -46,21 +46,161 @@ class Plan:
         return sorted(set(self.remove) | set(self.write))
 
 
-def check_path(path: str) -> None:
-    """Refuse what git refuses: empty, absolute, '.', '..' or '.git' components."""
-    if not path or path.startswith("/") or "\0" in path:
-        raise UnsafePath(f"refusing to check out unsafe path {path!r}")
-    for part in path.split("/"):
-        if part in ("", ".", "..") or part.lower() in (".git", ".git."):
-            raise UnsafePath(f"refusing to check out unsafe path {path!r}")
+# --- what git refuses to check out (read-cache.c verify_path, with core.protectHFS and
+# core.protectNTFS both on, as git fsck checks every tree) ----------------------------------
+
+# Code points HFS+ ignores when it compares names: ".g\u200cit" is ".git" there.
+_HFS_IGNORED = frozenset(
+    [*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF]
+)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _hfs_name(part: str) -> str:
+    """A name as HFS+ compares it: ignorable code points dropped, ASCII case folded."""
+    return "".join(c for c in part if ord(c) not in _HFS_IGNORED).translate(_ASCII_LOWER)
+
+
+def _only_spaces_and_periods(rest: str) -> bool:
+    """NTFS drops trailing spaces and periods, and ':' starts an alternate data stream."""
+    return all(c in " ." for c in rest.split(":", 1)[0])
+
+
+def _ntfs_dotgit(part: str) -> bool:
+    """``.git`` as NTFS may read it: ``.GIT . .``, ``.git::$INDEX_ALLOCATION``, ``GIT~1``."""
+    low = part.translate(_ASCII_LOWER)
+    for stem in (".git", "git~1"):
+        if low.startswith(stem) and _only_spaces_and_periods(low[len(stem) :]):
+            return True
+    return False
+
+
+def _ntfs_dotgitmodules(part: str) -> bool:
+    """``.gitmodules`` as NTFS may read it, short names (``GITMOD~1``, ``GI7EBA~9``)
+    included (git's is_ntfs_dotgitmodules)."""
+    low = part.translate(_ASCII_LOWER)
+    if low.startswith(".gitmodules"):
+        return _only_spaces_and_periods(low[len(".gitmodules") :])
+    if low[:6] == "gitmod" and low[6:7] == "~" and low[7:8] in ("1", "2", "3", "4"):
+        return _only_spaces_and_periods(low[8:])
+    i, saw_tilde = 0, False  # the fall-back short name: a prefix of "gi7eba", ~, digits
+    while i < 8:
+        if i >= len(low):
+            return False
+        c = low[i]
+        if saw_tilde:
+            if not "0" <= c <= "9":
+                return False
+        elif c == "~":
+            i += 1
+            if i >= len(low) or not "1" <= low[i] <= "9":
+                return False
+            saw_tilde = True
+        elif i >= 6 or c != "gi7eba"[i]:
+            return False
+        i += 1
+    return _only_spaces_and_periods(low[8:])
+
+
+def path_problem(path: str, mode: int | None = None) -> str | None:
+    """Why git would refuse to check out ``path`` (an entry of ``mode``), or None: empty,
+    absolute, NUL, a ``.``, ``..`` or ``.git`` component (also as HFS+ or NTFS would read
+    one), or a symlink named ``.gitmodules``."""
+    if not path:
+        return "the path is empty"
+    if "\0" in path:
+        return "the path contains a NUL byte"
+    if path.startswith("/"):
+        return "the path is absolute"
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"it has a {part!r} component" if part else "it has an empty component"
+        if _hfs_name(part) == ".git" or any(_ntfs_dotgit(p) for p in part.split("\\")):
+            return "it has a .git component (or a name HFS+ or NTFS would read as .git)"
+    if mode == MODE_LINK and (
+        _hfs_name(parts[-1]) == ".gitmodules"
+        or any(_ntfs_dotgitmodules(p) for p in parts[-1].split("\\"))
+    ):
+        return "it is a symlink named .gitmodules"
+    return None
+
+
+def check_path(path: str, mode: int | None = None) -> None:
+    """Raise UnsafePath for a path git would refuse to check out (see ``path_problem``)."""
+    problem = path_problem(path, mode)
+    if problem is not None:
+        raise UnsafePath(f"refusing to check out {path!r}: {problem}")
+
+
+def _sort_key(entry: pygit2.Object) -> bytes:
+    """git's tree order: a subtree sorts as if its name ended in '/'."""
+    return entry.raw_name + (b"/" if entry.filemode == MODE_TREE else b"")
+
+
+def tree_problem(
+    repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree
+) -> str | None:
+    """Why checking out ``new`` over ``old`` is refused, or None: a path git would refuse (see
+    ``path_problem``), an entry name with '/', duplicate or unsorted entries (one name as
+    both a symlink and a directory), or a tree that cannot be read. Only the subtrees that
+    differ from ``old`` are visited, so the cost follows the change. Trees fetched from peers
+    were already checked by ``git index-pack --strict``; trees pushed here by peers were not."""
+    stack: list[tuple[str, pygit2.Tree | None, pygit2.Tree]] = [("", old, new)]
+    while stack:
+        prefix, before, after = stack.pop()
+        try:
+            entries = list(after)
+        except (pygit2.GitError, ValueError) as exc:
+            return f"the tree at {prefix or '/'!r} cannot be read ({exc})"
+        previous: bytes | None = None
+        names: set[bytes] = set()
+        for entry in entries:
+            path = f"{prefix}{entry.name}"
+            if entry.raw_name in names:
+                return f"{path!r} appears twice in one tree"
+            names.add(entry.raw_name)
+            key = _sort_key(entry)
+            if previous is not None and key <= previous:
+                return f"the tree at {prefix or '/'!r} is not sorted as git sorts trees"
+            previous = key
+            if "/" in entry.name:
+                return f"{path!r} is one entry whose name contains '/'"
+            old_entry = _entry_named(before, entry.name)
+            if (
+                old_entry is not None
+                and old_entry.id == entry.id
+                and old_entry.filemode == entry.filemode
+            ):
+                continue  # unchanged: already in our tree
+            problem = path_problem(path, entry.filemode)
+            if problem is not None:
+                return f"{path!r}: {problem}"
+            if entry.filemode == MODE_TREE:
+                below = (
+                    repo[old_entry.id]
+                    if old_entry is not None and old_entry.filemode == MODE_TREE
+                    else None
+                )
+                stack.append((f"{path}/", below, repo[entry.id]))  # type: ignore[arg-type]
+    return None
+
+
+def _entry_named(tree: pygit2.Tree | None, name: str) -> pygit2.Object | None:
+    if tree is None:
+        return None
+    try:
+        return tree[name]
+    except (KeyError, ValueError, UnicodeError, pygit2.GitError):
+        return None
 
 
 def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> Plan:
     """For each changed path, remove it or write its new entry."""
     result = Plan()
     for path in sorted(set(changed)):
-        check_path(path)
         node = entry_at(new, path)
+        check_path(path, node.filemode if node is not None else None)
         if node is not None and node.filemode == MODE_GITLINK:
             continue  # a submodule entry: annexsync never checks those out
         if node is None or node.filemode == MODE_TREE:

@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="record this node's uuid and name")
     init.add_argument("--name", help="node name (a single ref component)")
+    init.add_argument("--hooks", action="store_true", help="also install the git hooks")
     init.set_defaults(func=cmd_init)
+
+    hooks = commands.add_parser("hooks", help="install, remove or show annexsync's git hooks")
+    hooks.add_argument("action", choices=("install", "uninstall", "status"))
+    hooks.set_defaults(func=cmd_hooks)
 
     assistant = commands.add_parser("assistant", help="run the daemon that commits and syncs")
     mode = assistant.add_mutually_exclusive_group()
@@ -101,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notify.add_argument("path", metavar="PATH", help="a bare or non-bare repository")
     notify.set_defaults(func=cmd_notify_changes)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the forced command of a restricted ssh key (see docs/security.md)",
+    )
+    serve.add_argument(
+        "--repo",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a repository the key may use (repeatable)",
+    )
+    serve.add_argument(
+        "--hub",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a repository whose branches the key may fast-forward (repeatable)",
+    )
+    serve.add_argument("--peer", required=True, metavar="NAME", help="the node using the key")
+    serve.set_defaults(func=cmd_serve)
 
     for sub in commands.choices.values():
         # A separate dest: a subcommand's -C would otherwise replace the ones given before it.
@@ -161,7 +187,27 @@ def _open(path: Path, name: str | None = None) -> tuple[pygit2.Repository, NodeI
 def cmd_init(args: argparse.Namespace, path: Path) -> int:
     repo, identity, _settings = _open(path, args.name)
     print(f"annexsync node {identity.name} ({identity.uuid}) in {worktree_root(repo)}")
-    return 0
+    return _hooks_change(repo, "install") if args.hooks else 0
+
+
+def cmd_hooks(args: argparse.Namespace, path: Path) -> int:
+    """Install, uninstall or show the git hooks (docs/hooks.md); bare repositories too."""
+    from assistant import hooks
+
+    repo = hooks.open_repository(path)
+    if args.action == "status":
+        print("\n".join(hooks.status_lines(hooks.status(repo))))
+        return 0
+    return _hooks_change(repo, args.action)
+
+
+def _hooks_change(repo: pygit2.Repository, action: str) -> int:
+    from assistant import hooks
+
+    report = hooks.install(repo) if action == "install" else hooks.uninstall(repo)
+    for line, problem in hooks.report_lines(report):
+        print(line, file=sys.stderr if problem else sys.stdout)
+    return 0 if report.ok else 1
 
 
 def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
@@ -441,3 +487,10 @@ def cmd_notify_changes(args: argparse.Namespace, path: Path) -> int:
     from assistant.notify import notify_changes
 
     return notify_changes(path / args.path)
+
+
+def cmd_serve(args: argparse.Namespace, path: Path) -> int:
+    """Carry out the client's SSH_ORIGINAL_COMMAND if the key may (docs/security.md)."""
+    from assistant.serve import serve
+
+    return serve(args.repo, args.hub, args.peer)

@@ -14,15 +14,27 @@ import pygit2
 
 from assistant.autocommit import AutoCommitter
 from assistant.changes import Entry
-from assistant.checkout import Plan, UnsafePath, apply, inspect, plan, restore, write_entry
+from assistant.checkout import (
+    Plan,
+    UnsafePath,
+    apply,
+    inspect,
+    plan,
+    restore,
+    tree_problem,
+    write_entry,
+)
 from assistant.gitrepo import state_dir
 from assistant.merge import VARIANT_HEX, Variant, merge_commits, variant_path
+from assistant.names import name_problem
 from assistant.treeedit import entry_at
 from assistant.worktree import MODE_TREE, Absent, Present, read_path
 
 log = logging.getLogger("annexsync.merge")
 ATTEMPTS = 5
 HELD_MERGES = "held-merges.json"
+# (ref, commit) pairs refused in this process: warned about once, not at every merge
+_refused_seen: set[tuple[str, str]] = set()
 
 
 def record_held_merges(state: Path, held_back: dict[str, str]) -> None:
@@ -90,9 +102,35 @@ def has_incoming(repo: pygit2.Repository, pull_from: set[str] | None = None) -> 
     branch = str(repo.references["HEAD"].target).removeprefix("refs/heads/")
     head = None if repo.head_is_unborn else repo.head.target
     return any(
-        head is None or (oid != head and not repo.descendant_of(head, oid))
-        for _name, oid in incoming_refs(repo, branch, pull_from)
+        not _already_ours(repo, head, oid) for _name, oid in incoming_refs(repo, branch, pull_from)
     )
+
+
+def refused_incoming(
+    repo: pygit2.Repository, name: str, ours: pygit2.Oid | None, theirs: pygit2.Oid
+) -> str | None:
+    """Why a peer's ref is never merged here, or None: pushed under a node name annexsync
+    refuses, or a commit whose tree git would refuse to check out (checked where it differs
+    from ours). Such a ref is held back; the other peers' commits are merged as usual."""
+    node, _, tail = name.removeprefix("refs/remotes/").partition("/")
+    if tail.startswith("synced/") and (problem := name_problem(node)) is not None:
+        return f"refused: pushed under the node name {node!r}, and {problem}"
+    try:
+        old = repo[ours].peel(pygit2.Tree) if ours is not None else None
+        problem = tree_problem(repo, old, repo[theirs].peel(pygit2.Tree))
+    except (pygit2.GitError, KeyError, ValueError) as exc:
+        problem = f"its commit cannot be read ({exc})"
+    if problem is None:
+        return None
+    return f"refused: {problem}; git would not check this out"
+
+
+def _already_ours(repo: pygit2.Repository, ours: pygit2.Oid | None, theirs: pygit2.Oid) -> bool:
+    """Whether ``theirs`` is in our history (False too when its history cannot be read)."""
+    try:
+        return ours is not None and (theirs == ours or repo.descendant_of(ours, theirs))
+    except (pygit2.GitError, KeyError, ValueError):
+        return False
 
 
 def _changed(old: pygit2.Tree | None, new: pygit2.Tree) -> set[str]:
@@ -188,11 +226,26 @@ def _integrate(
         result = IntegrateResult()
         target = head.id if head is not None else None
         for name, oid in incoming_refs(repo, short, pull_from):
+            if _already_ours(repo, target, oid):
+                continue
+            refused = refused_incoming(repo, name, target, oid)
+            if refused is not None:
+                result.held_back[name] = refused
+                level = logging.DEBUG if (name, str(oid)) in _refused_seen else logging.WARNING
+                _refused_seen.add((name, str(oid)))
+                log.log(level, "not merging %s (%s): %s", name, str(oid)[:10], refused)
+                continue
             if target is None:
                 target, result.kind = oid, "fast-forward"
                 result.merged.append(name)
                 continue
-            outcome = merge_commits(repo, target, oid)
+            try:
+                outcome = merge_commits(repo, target, oid)
+            except (pygit2.GitError, KeyError, ValueError) as exc:
+                # whatever libgit2 refuses in a peer's commit holds back that commit only
+                result.held_back[name] = f"cannot be merged: {exc}"
+                log.warning("not merging %s (%s): %s", name, str(oid)[:10], exc)
+                continue
             if outcome.kind == "up-to-date":
                 continue
             if outcome.variants and not resolve:

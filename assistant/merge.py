@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import pygit2
 
 from assistant.changes import Entry
+from assistant.names import name_problem
 from assistant.treeedit import apply_edits, entry_at
 
 MODE_LINK = 0o120000
@@ -164,9 +165,12 @@ def _entries(tree: pygit2.Tree | None, paths: set[str]) -> dict[str, Entry]:
 
 
 def _node_name(commit: pygit2.Commit) -> str | None:
+    """The node a commit says it was made on; a name annexsync refuses (control characters,
+    shell syntax) is not repeated in our merge messages."""
     for line in reversed(commit.message.splitlines()):
         if line.startswith("Annexsync-Node: "):
-            return line.removeprefix("Annexsync-Node: ").strip() or None
+            name = line.removeprefix("Annexsync-Node: ").strip()
+            return name if name_problem(name) is None else None
     return None
 
 

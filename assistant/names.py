@@ -39,3 +39,41 @@ def default_name(hostname: str, repo_dir: str) -> str:
     """A readable default node name: the short host name plus the repository's directory."""
     short_host = hostname.split(".", 1)[0]
     return sanitize_name(f"{short_host}-{repo_dir}")
+
+
+def remote_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a peer's remote name, or None. The same rule as node names: one
+    ref component, so ``refs/remotes/<remote>/`` can never reach into another remote's or a
+    node's refs (a remote ``a/synced`` would pass its branches off as node ``a``'s pushes)."""
+    return name_problem(name)
+
+
+# What git's check-ref-format refuses anywhere in a ref name, and what a shell would read as
+# syntax: a branch name from a peer carrying either is never written here.
+_REF_FORBIDDEN = frozenset(" ~^:?*[\\")
+_SHELL_SYNTAX = frozenset("$`;|&<>()'\"!{}#")
+
+
+def branch_name_problem(branch: str) -> str | None:
+    """Why a peer's branch name (the part after ``refs/heads/``) is refused here, or None:
+    what ``git check-ref-format --branch`` refuses, ``HEAD``, and shell syntax."""
+    if not branch:
+        return "it is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in branch):
+        return "it contains a control character"
+    if any(c in _REF_FORBIDDEN for c in branch):
+        return "it contains a space or one of ~^:?*[\\"
+    if any(c in _SHELL_SYNTAX for c in branch):
+        return "it contains shell syntax"
+    if ".." in branch:
+        return "it contains '..'"
+    parts = branch.split("/")
+    if any(not part for part in parts):
+        return "it has an empty path component"
+    if any(part.startswith(".") or part.endswith(".lock") for part in parts):
+        return "a component starts with '.' or ends with '.lock'"
+    if branch.endswith(".") or branch.startswith("-"):
+        return "it ends with '.' or starts with '-'"
+    if branch in ("HEAD", "@"):
+        return f"{branch!r} is not a branch"
+    return None

@@ -4,6 +4,8 @@ parallel, and report one outcome per remote."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +22,17 @@ from assistant.remotes import (
     Remote,
     fetch_target,
     push_target,
+    refused_branch,
     shell_quote,
 )
 from assistant.transport.base import Transport, TransportError
 from assistant.transport.local import LocalTransport
 
+log = logging.getLogger("annexsync.peers")
 OPERATION_TIMEOUT = 600.0
+# (remote, ref) pairs already warned about in this process: a poll every minute must not
+# repeat the same warning every minute
+_warned_refs: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -39,8 +46,22 @@ class Outcome:
     refs: dict[str, Any] = field(default_factory=dict)
     absent: bool = False  # a local peer's path is not there (a drive not mounted)
 
+    def __post_init__(self) -> None:
+        self.summary = printable(self.summary)
+
     def line(self) -> str:
         return f"{self.remote}: {self.summary}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text a peer had a hand in (its errors, a hook's output) as one line that is safe for a
+    terminal: line breaks become spaces, NULs go, other control characters (escape
+    sequences) are shown as ``\\xNN``."""
+    text = re.sub(r"\s*[\r\n]+\s*", " ", text.replace("\x00", "").replace("\t", " ")).strip()
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 class Peers:
@@ -240,6 +261,7 @@ async def fetch_from(peers: Peers, repo: pygit2.Repository, remote: Remote) -> O
             raise
     except (AnnexsyncError, ProtocolError, TimeoutError, OSError) as exc:
         return Outcome(remote.name, False, f"error: {_message(exc)}")
+    _warn_refused(remote.name, result.remote_refs)
     if not result.updated:
         return Outcome(remote.name, True, "up to date")
     moved = ", ".join(
@@ -253,6 +275,15 @@ async def fetch_from(peers: Peers, repo: pygit2.Repository, remote: Remote) -> O
         f"fetched {moved}{size}",
         {name: {"old": old, "new": new} for name, (old, new) in result.updated.items()},
     )
+
+
+def _warn_refused(remote: str, advertised: dict[str, str]) -> None:
+    """Say once per process which of a peer's branches were not fetched for their names."""
+    for ref in sorted(advertised):
+        why = refused_branch(ref)
+        if why is not None and (remote, ref) not in _warned_refs:
+            _warned_refs.add((remote, ref))
+            log.warning("%s: not fetching the branch %r: %s", remote, ref, why)
 
 
 def _message(exc: BaseException) -> str:

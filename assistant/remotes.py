@@ -12,6 +12,7 @@ import pygit2
 
 from assistant.config import get_string, parse_bool
 from assistant.errors import ConfigError
+from assistant.names import branch_name_problem, remote_name_problem
 from assistant.notify import DEFAULT_COMMAND as DEFAULT_NOTIFY_COMMAND
 
 
@@ -54,7 +55,9 @@ def parse_url(url: str, base: Path) -> Location:
     if not url or any(ord(c) < 32 for c in url):
         raise ConfigError(f"bad remote url {url!r}")
     if url.startswith("file://"):
-        return LocalLocation(url[len("file://") :] or "/")
+        # always absolute: a path starting with '-' must not pass for an option of git's
+        path = url[len("file://") :] or "/"
+        return LocalLocation(path if path.startswith("/") else str((base / path).resolve()))
     match = _SSH_URL.match(url)
     if match:
         path = match["path"]
@@ -162,6 +165,14 @@ def read_remotes(repo: pygit2.Repository, base: Path) -> list[Remote]:
         url = get_string(config, f"remote.{name}.url")
         if url is None:
             continue
+        problem = remote_name_problem(name)
+        if problem is not None:
+            if not _switch(config, name, "sync"):
+                continue  # left out of annexsync entirely, as its owner asked
+            raise ConfigError(
+                f"refusing remote {name!r}: as an annexsync peer name {problem}; rename it "
+                "(git remote rename) or leave it out (remote.<name>.annexsync-sync false)"
+            )
         remotes.append(
             Remote(
                 name=name,
@@ -205,7 +216,17 @@ def push_target(branch_ref: str, node_name: str, peer_is_bare: bool) -> str:
 
 
 def fetch_target(peer_ref: str, remote_name: str) -> str | None:
-    """Where a peer's ref lands here: its branches under ``refs/remotes/<remote>/``."""
-    if peer_ref.startswith("refs/heads/"):
+    """Where a peer's ref lands here: its branches under ``refs/remotes/<remote>/``. A branch
+    whose name is refused (``..``, control characters, shell syntax, ``HEAD``: see
+    ``refused_branch``) lands nowhere."""
+    if refused_branch(peer_ref) is None and peer_ref.startswith("refs/heads/"):
         return f"refs/remotes/{remote_name}/{peer_ref.removeprefix('refs/heads/')}"
     return None
+
+
+def refused_branch(peer_ref: str) -> str | None:
+    """Why a peer's advertised branch is never fetched, or None (also for refs that are not
+    branches, which are simply not fetched)."""
+    if not peer_ref.startswith("refs/heads/"):
+        return None
+    return branch_name_problem(peer_ref.removeprefix("refs/heads/"))

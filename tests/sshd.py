@@ -125,13 +125,19 @@ class SSHServer:
         for d in (root, self.home):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)  # other users log in here too
-        authorized = root / "authorized_keys"
-        authorized.write_text(public_key(keys.client_key) + " client\n")
-        authorized.chmod(0o644)
+        self.authorize_client()
         (self.home / ".gitconfig").write_text(
             "[user]\n\tname = Peer\n\temail = peer@example.com\n"
             "[init]\n\tdefaultBranch = main\n[safe]\n\tdirectory = *\n"
         )
+
+    def authorize_client(self, options: str = "") -> None:
+        """(Re)write authorized_keys: the client key, with ``options`` in front when given
+        (``command="...",restrict`` forces a command). sshd reads it at each login."""
+        authorized = self.root / "authorized_keys"
+        prefix = f"{options} " if options else ""
+        authorized.write_text(prefix + public_key(self.keys.client_key) + " client\n")
+        authorized.chmod(0o644)
 
     @property
     def host_public_key(self) -> str:

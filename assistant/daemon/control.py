@@ -9,10 +9,13 @@ import json
 import logging
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from assistant.errors import AnnexsyncError
 
 log = logging.getLogger("annexsync.control")
 
@@ -31,6 +34,23 @@ def socket_path(state: Path) -> Path:
     return Path(base) / f"annexsync-{os.getuid()}" / f"{digest}.sock"
 
 
+def private_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` is not private to this user, or None. Another user who owns it (or
+    may write to it) could replace the socket and answer in the assistant's place, as in a
+    shared /tmp where someone created ``annexsync-<uid>`` first."""
+    try:
+        st = os.lstat(directory)
+    except OSError as exc:
+        return f"{directory}: {exc.strerror or exc}"
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"{directory}: not a directory (a symlink or a file is in its place)"
+    if st.st_uid != os.getuid():
+        return f"{directory}: it belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o077:
+        return f"{directory}: others may use it (mode {stat.S_IMODE(st.st_mode):04o}, not 0700)"
+    return None
+
+
 class ControlServer:
     """Serves requests from the CLI and hooks; mode 0600 so only this user can drive it."""
 
@@ -41,6 +61,9 @@ class ControlServer:
 
     async def start(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = private_dir_problem(self.path.parent)
+        if problem is not None:
+            raise AnnexsyncError(f"refusing to open the control socket in {problem}")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         old_umask = os.umask(0o177)
@@ -79,6 +102,8 @@ class ControlServer:
 
 def request(path: Path, payload: dict[str, Any], timeout: float = 30.0) -> dict[str, Any] | None:
     """Send one request to a running assistant; None when none is listening."""
+    if private_dir_problem(path.parent) is not None:
+        return None  # whatever listens there is not our assistant
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:

@@ -148,8 +148,18 @@ async def _receive_pack(
     if await proc.wait() != 0:
         if "no space left on device" in err.lower():
             raise TransportError("the disk is full on this machine; nothing was fetched")
-        raise TransportError(f"storing the pack from {where} failed: {err.strip()}")
+        raise TransportError(f"storing the pack from {where} failed: {indexer_error(err)}")
     return received
+
+
+def indexer_error(stderr: str) -> str:
+    """git index-pack's reason in one line: its first ``error:`` (the object it refused and
+    why, such as ``hasDotgit: contains '.git'``), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")
+    return lines[-1].removeprefix("fatal: ") if lines else "git index-pack failed"
 
 
 class _IndexerStopped(Exception):
