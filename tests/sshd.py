@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,66 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sshd_tools import SSHD, descendants, free_port, keygen, public_key, sshd_unavailable
 
-SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
 # A non-root account for permission tests; created once (by root) if it does not exist.
 PEER_USER = "annexsync-peer"
-
-
-def sshd_unavailable() -> str | None:
-    """Why a real sshd cannot run here, or None."""
-    if not os.path.exists(SSHD):
-        return f"{SSHD} is not installed (openssh-server)"
-    for tool in ("ssh-keygen", "git"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if os.geteuid() != 0:
-        return "sshd needs root here (it switches to the logged-in user)"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def keygen(path: Path, comment: str) -> Path:
-    """An unencrypted ed25519 key pair at ``path`` / ``path.pub``."""
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path
-
-
-def public_key(path: Path) -> str:
-    """``TYPE BASE64`` of a key pair's public half."""
-    return " ".join(Path(f"{path}.pub").read_text().split()[:2])
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (children first found, then theirs)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 @dataclass
