@@ -46,6 +46,7 @@ WATCHED = ("refs/heads", "refs/remotes")
 
 SETTLE = 0.001
 LISTENERS = "listeners"
+KNOWN_LIMIT = 32
 """A burst is over once no event has arrived for this long (seconds)."""
 
 MAX_DELAY = 0.025
@@ -323,7 +324,8 @@ class _Listener:
     def __init__(self) -> None:
         self.stream = False
         self.node: str | None = None
-        self.known: set[pygit2.Oid] = set()
+        # Newest last; bounded, since each one is hidden in every walk that follows.
+        self.known: dict[pygit2.Oid, None] = {}
         self._partial = b""
 
     def feed(self, data: bytes) -> None:
@@ -333,9 +335,18 @@ class _Listener:
             if word == "stream":
                 self.stream = True
             elif word == "have" and _valid_oid(rest):
-                self.known.add(pygit2.Oid(hex=rest))
+                self.hold(pygit2.Oid(hex=rest))
             elif word == "node" and name_problem(rest) is None:
                 self.node = rest
+
+    def hold(self, oid: pygit2.Oid) -> None:
+        """The peer holds ``oid`` (it said so, or it was sent). Only the newest
+        ``KNOWN_LIMIT`` are kept: older ones are ancestors of newer ones in all but odd cases,
+        and then the walk is just longer (``objects_for`` bounds it)."""
+        self.known.pop(oid, None)
+        self.known[oid] = None
+        while len(self.known) > KNOWN_LIMIT:
+            del self.known[next(iter(self.known))]
 
 
 def presence_path(gitdir: Path, node: str, pid: int) -> Path:
@@ -391,7 +402,7 @@ def _objects_before(
                 frames.append(frame_for(repo, oids))
         except (KeyError, ValueError, pygit2.GitError):
             continue  # the peer fetches instead
-        peer.known.add(tip)
+        peer.hold(tip)
     return b"".join(frames)
 
 

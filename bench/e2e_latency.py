@@ -47,7 +47,8 @@ from _common import (
     table,
     temp_dir,
 )
-from _sshd import SSHServer, client_home, descendants, keygen, sshd_unavailable
+from _sshd import SSHServer, client_home
+from sshd_tools import descendants, keygen, sshd_unavailable  # on the path _sshd sets
 
 EDIT_FILES = 10  # notes/n00.txt .. n09.txt take the edits in turn
 STYLES = ("in-place", "temp+rename in dir", "temp outside, renamed in")
