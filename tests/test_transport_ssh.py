@@ -313,6 +313,24 @@ def test_a_channel_in_use_keeps_the_connection_open(ssh_home: ClientHome) -> Non
     run(with_pool(go, idle_timeout=0.2))
 
 
+def test_finish_after_abort_returns_instead_of_raising_a_cancellation(
+    ssh_home: ClientHome,
+) -> None:
+    """A caller that aborts a channel (on its own error) and then finishes it, as every
+    ``finally`` does, gets the exit back; the cancelled stderr reader is not its problem."""
+
+    async def go(pool: SSHPool) -> None:
+        transport = SSHTransport(pool, SSHLocation("peer", "~"))
+        channel = await transport.open("git-upload-pack", "~/nowhere")
+        channel.abort()
+        exit = await channel.finish()
+        assert isinstance(exit, ServiceExit)
+        still = await transport.run(["true"])  # the connection is still good for others
+        assert still[0] == 0
+
+    run(with_pool(go))
+
+
 def test_paths_with_spaces_quotes_and_dollars(
     ssh_home: ClientHome, ours: Path, tmp_path: Path
 ) -> None:

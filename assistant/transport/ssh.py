@@ -560,7 +560,7 @@ class SSHChannel(Channel):
                 await self._proc.wait_closed()
             finally:
                 discard.cancel()
-            stderr = (await self._stderr).decode(errors="replace")
+            stderr = (await self._stderr_text()).decode(errors="replace")
             status = self._proc.exit_status
             if status is None and self._connection_gone():
                 raise self._fail(self._lost())
@@ -572,6 +572,17 @@ class SSHChannel(Channel):
             return self._finished
         finally:
             self._release()
+
+    async def _stderr_text(self) -> bytes:
+        """What the process wrote to stderr; nothing after ``abort`` cancelled the reader
+        (whose cancellation is not ours to pass on to the caller)."""
+        try:
+            return await self._stderr
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return b""
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
