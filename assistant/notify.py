@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pygit2
 
@@ -40,6 +41,11 @@ from assistant.errors import NotARepositoryError
 from assistant.names import name_problem
 from assistant.streamed import Record, decode_body, frame_for, objects_for
 from assistant.transport.base import Transport
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from assistant.transport.base import Channel
 
 WATCHED = ("refs/heads", "refs/remotes")
 """Ref namespaces reported: the branches a peer fetches and those pushed to this node."""
@@ -474,6 +480,7 @@ async def watch_remote(
     hello: str = "",
     on_objects: Callable[[list[Record]], None] | None = None,
     on_ready: Callable[[str], None] | None = None,
+    outbox: asyncio.Queue[str] | None = None,
 ) -> AsyncIterator[tuple[str, str | None]]:
     """Run ``command PATH`` on the peer behind ``transport`` and yield ``(ref, oid)`` for each
     change, ``(ref, None)`` for a deletion, starting with the refs present once the watch is in
@@ -483,11 +490,12 @@ async def watch_remote(
     ``hello`` is written to the command's input first (``stream`` and ``have`` lines, see
     ``assistant.streamed``); each ``objects`` frame is handed to ``on_objects`` before the ref
     lines that follow it are yielded. ``on_ready`` hears the far node's ``annexsync.name``
-    ("" when it has none) once the watch is in place.
+    ("" when it has none) once the watch is in place. Lines put in ``outbox`` (``have <oid>``
+    as our branch moves) are written to the command's input as they come.
     """
     import asyncio
 
-    from assistant.transport.base import Channel, TransportError
+    from assistant.transport.base import TransportError
     from assistant.transport.local import LocalTransport, ProcessChannel
 
     channel: Channel
@@ -508,9 +516,12 @@ async def watch_remote(
     buffer = b""
     seen_ready = False
     frame: tuple[int, int] | None = None  # (records, bytes) of an objects frame being read
+    sender: asyncio.Task[None] | None = None
     try:
         if hello:
             await channel.write(hello.encode("ascii"))
+        if outbox is not None:
+            sender = asyncio.ensure_future(_send_lines(channel, outbox))
         while True:
             data = await channel.read()
             if not data:
@@ -553,6 +564,16 @@ async def watch_remote(
         what = "ended" if seen_ready else "did not start"
         raise TransportError(f"change notification on {transport.describe()} {what}: {why}")
     finally:
+        if sender is not None:
+            sender.cancel()
         channel.abort()
         with contextlib.suppress(Exception):
             await channel.finish()
+
+
+async def _send_lines(channel: Channel, outbox: asyncio.Queue[str]) -> None:
+    """Write queued lines to the far command's input; a failure ends this quietly (the read
+    side reports the broken stream)."""
+    with contextlib.suppress(Exception):
+        while True:
+            await channel.write((await outbox.get()).encode("ascii"))

@@ -5,7 +5,11 @@ crafted one, which is then left to the fetch and its ``index-pack --strict``).""
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pygit2
@@ -207,3 +211,49 @@ def test_a_crafted_tree_is_not_stored_and_is_left_to_the_fetch(tmp_path: Path) -
     ours = pygit2.Repository(str(local))
     assert not ours.odb.exists(bad) and not ours.odb.exists(top)
     assert "refs/remotes/desk/main" not in ours.references
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: bytes, limit: float = 10.0) -> bytes:
+    """Everything ``proc`` prints up to and including the first full line holding ``marker``."""
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + limit
+    while not (out.endswith(b"\n") and marker in out):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {marker!r} within {limit}s: {out[-500:]!r}")
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"notify-changes ended: {out[-500:]!r}")
+            out += chunk
+    return out
+
+
+def test_a_commit_the_listener_says_it_holds_is_not_sent_back(tmp_path: Path) -> None:
+    peer = make_peer(tmp_path / "peer")
+    theirs = commit(peer, "made there")
+    ours = git(peer, "commit-tree", "-p", theirs, "-m", "made here",
+               git(peer, "rev-parse", "HEAD^{tree}").strip()).strip()  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant", "notify-changes", str(peer)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None
+        read_until(proc, b"refs/heads/main")
+        proc.stdin.write(f"stream\nhave {theirs}\n".encode())
+        proc.stdin.flush()
+        time.sleep(0.2)  # not for correctness: lets the command read its input first
+        fresh = commit(peer, "fresh there")
+        sent = read_until(proc, fresh.encode())
+        assert sent.startswith(b"objects ")  # what we lack comes with the change
+        proc.stdin.write(f"have {ours}\n".encode())  # our branch moved (the merge we made)
+        proc.stdin.flush()
+        time.sleep(0.2)
+        git(peer, "update-ref", "refs/heads/main", ours)
+        echoed = read_until(proc, ours.encode())
+        assert b"objects " not in echoed  # we hold it: only the ref line comes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -230,6 +230,7 @@ class ChangeListener:
         self.on_unsupported = on_unsupported
         self.stream = stream
         self.peer_node = ""  # the peer's annexsync.name, as its notify-changes said
+        self._outbox: asyncio.Queue[str] | None = None
         self.backoff = backoff
         self.stable_after = stable_after
         self.rng: Rng = rng or random.Random()
@@ -260,6 +261,14 @@ class ChangeListener:
                 await task
         if self._status.state is not ListenerState.UNSUPPORTED:
             self._set(state=ListenerState.STOPPED, retry_at=None)
+
+    def tell_have(self, oids: list[str]) -> None:
+        """Tell the peer's notify-changes which commits we now hold (our branch moved), so
+        it does not send them back to us when the peer takes them."""
+        listening = self._status.state is ListenerState.LISTENING
+        if self._outbox is not None and self.stream is not None and listening:
+            for oid in oids:
+                self._outbox.put_nowait(f"have {oid}\n")
 
     def retry_now(self) -> None:
         """Cut a reconnect wait short (network back, resume from sleep). Within the backoff's
@@ -310,6 +319,7 @@ class ChangeListener:
         self._wake.clear()
         name, path = invocation(self.remote.location, command)
         try:
+            self._outbox = asyncio.Queue()
             changes = watch_remote(
                 self.transport,
                 path,
@@ -317,6 +327,7 @@ class ChangeListener:
                 hello=self.stream.hello() if self.stream else "",
                 on_objects=self.stream.objects if self.stream else None,
                 on_ready=self._ready,
+                outbox=self._outbox,
             )
             async with contextlib.aclosing(changes) as stream:
                 async for ref, oid in stream:

@@ -152,6 +152,10 @@ class Replicator:
     # --- triggers (called on the loop thread) -------------------------------------------
     def committed(self) -> None:
         """Our branch has a new commit: every peer should get it."""
+        if self.listeners:
+            tips = list(branch_tips(self.repo).values())
+            for listener in self.listeners.values():
+                listener.tell_have(tips)
         for name, remote in self.remotes.items():
             if remote.push:
                 self.status[name] = self.status[name].on_pending()
