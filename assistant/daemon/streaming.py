@@ -63,9 +63,13 @@ class StreamSink:
         target = fetch_target(ref, self.remote)
         if target is None:
             return False
+        new = pygit2.Oid(hex=oid)
         try:
-            self.repo.references.create(target, pygit2.Oid(hex=oid), force=True)
-        except (pygit2.GitError, ValueError, OSError) as exc:
+            current = self.repo.references.get(target)
+            if current is not None and self.repo.descendant_of(current.target, new):
+                return True  # a fetch moved it further meanwhile: nothing to take
+            self.repo.references.create(target, new, force=True)
+        except (pygit2.GitError, ValueError, OSError, KeyError) as exc:
             log.warning("cannot move %s (%s); fetching instead", target, exc)
             return False
         self.on_arrived()
