@@ -154,3 +154,26 @@ def test_a_merge_held_up_by_git_at_work_goes_ahead_once_git_is_done(
     lock.unlink()
     wait_until(lambda: (b / "later.txt").exists() and head(b) == head(a), timeout=15)
     assert db.status()["held_merges"] == {}
+
+
+def test_a_remote_added_or_removed_while_the_assistant_runs_is_taken_into_account(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    da = daemon_factory(a).start()
+    daemon_factory(b).start()
+    (a / "before.txt").write_text("made before the remote existed\n")
+    wait_until(lambda: head(a) != "HEAD", timeout=30)
+
+    git(a, "remote", "add", "beta", str(b))
+    wait_until(lambda: (b / "before.txt").exists(), timeout=30)
+    (a / "after.txt").write_text("made once it did\n")
+    wait_until(lambda: (b / "after.txt").exists(), timeout=30)
+    assert [p["remote"] for p in da.status()["peers"]] == ["beta"]
+
+    git(a, "remote", "remove", "beta")
+    wait_until(lambda: da.status()["peers"] == [], timeout=30)
+    (a / "gone.txt").write_text("the remote is gone\n")
+    wait_until(lambda: "gone.txt" in head_files(a), timeout=30)
+    time.sleep(1.0)  # not for correctness: the window in which a stray push would land
+    assert not (b / "gone.txt").exists()

@@ -24,6 +24,7 @@ from assistant.daemon.replicator import Replicator
 from assistant.daemon.wakeups import Wakeups
 from assistant.daemon.watcher import TreeWatcher
 from assistant.daemon.worker import RepoWorker
+from assistant.errors import AnnexsyncError
 from assistant.gitrepo import state_dir, worktree_root
 from assistant.integrate import read_held_merges
 from assistant.locks import clear_stale_ref_locks
@@ -35,6 +36,7 @@ from assistant.syncing import sync_with
 log = logging.getLogger("annexsync.assistant")
 
 HEALTH_INTERVAL = 5.0
+CONFIG_SETTLE = 0.1  # `git remote add` writes the config several times in a row
 # libgit2 caches only trees under 4 KiB, so in a directory of a few hundred files every path
 # lookup re-reads and re-parses the tree (0.1 ms at 1,000 entries, 1.3 ms at 10,000): a burst
 # of 1,000 files there spent most of its time doing that. Trees up to 1 MiB are cached.
@@ -58,6 +60,7 @@ class Assistant:
         self.replicator: Replicator | None = None
         self.drives: DriveWatch | None = None
         self.wakeups: Wakeups | None = None
+        self._config_timer: asyncio.TimerHandle | None = None
         self.watcher: TreeWatcher | None = None
         self.watch_mode = "starting"
         self.watch_message: str | None = None
@@ -170,6 +173,7 @@ class Assistant:
                 self.actor.git_changed,
                 self._root_gone,
                 self.replicator.refs_arrived,
+                self._config_changed,
             )
             try:
                 await asyncio.to_thread(self.watcher.start)
@@ -190,6 +194,21 @@ class Assistant:
         self.watch_mode = "rescan"
         self.watch_message = shortage
         self.rescan_interval = min(self.settings.rescan, FALLBACK_RESCAN)
+
+    def _config_changed(self) -> None:
+        """git wrote .git/config (a remote added or removed, a switch set): the replicator
+        looks at the remotes again once the writes settle."""
+        if self._config_timer is None and self.replicator is not None:
+            replicator = self.replicator
+
+            def reload() -> None:
+                self._config_timer = None
+                try:
+                    replicator.reload_remotes()
+                except AnnexsyncError as exc:
+                    log.error("the remotes were not reloaded: %s", exc)
+
+            self._config_timer = asyncio.get_running_loop().call_later(CONFIG_SETTLE, reload)
 
     def _woken(self, reason: str) -> None:
         """A resume from sleep or a network change: offline peers and drives are looked at

@@ -123,16 +123,15 @@ class Replicator:
         # Pushes and fetches read and write through their own handle on the repository:
         # the worker thread owns ``committer.repo``.
         self.repo = pygit2.Repository(repo.path)
-        self.remotes: dict[str, Remote] = {
-            r.name: r for r in read_remotes(repo, root) if r.sync and (r.push or r.pull)
-        }
-        backoff = Backoff(
+        self.root = root
+        self.remotes: dict[str, Remote] = self._read_remotes()
+        self.backoff = Backoff(
             initial=settings.retrydelay,
             cap=settings.retrymax,
             floor=min(DEFAULT_FLOOR, settings.retrydelay),
         )
         self.status: dict[str, PeerStatus] = {
-            name: PeerStatus(name, backoff=backoff) for name in self.remotes
+            name: PeerStatus(name, backoff=self.backoff) for name in self.remotes
         }
         self.peers = Peers()
         self.rng = random.Random()
@@ -242,22 +241,72 @@ class Replicator:
             )
         self.spawn("merger", self._merge_loop)
         for name, remote in self.remotes.items():
-            self.spawn(f"peer {name}", lambda n=name: self._peer_loop(n))
-            if wants_listener(remote):
-                listener = ChangeListener(
-                    remote,
-                    self.peers.transport(remote),
-                    object_lookup(self.repo),
-                    self.peer_changed,
-                    self._listener_unsupported,
-                    stream=StreamSink(self.repo, name, self.identity.name, self.refs_arrived),
-                )
-                self.listeners[name] = listener
-                self.listening.add(name)
-                self.spawn(f"listener {name}", listener.run)
+            self._start_peer(name, remote)
         self._update_polling()
         self._want_merge.set()  # whatever arrived while the assistant was down
         self.full_sync()
+
+    def _read_remotes(self) -> dict[str, Remote]:
+        return {
+            r.name: r
+            for r in read_remotes(self.repo, self.root)
+            if r.sync and (r.push or r.pull)
+        }
+
+    def _start_peer(self, name: str, remote: Remote) -> None:
+        """A loop for the peer, and a change listener where it can stream to us."""
+        self.spawn(f"peer {name}", lambda: self._peer_loop(name))
+        if wants_listener(remote):
+            listener = ChangeListener(
+                remote,
+                self.peers.transport(remote),
+                object_lookup(self.repo),
+                self.peer_changed,
+                self._listener_unsupported,
+                stream=StreamSink(self.repo, name, self.identity.name, self.refs_arrived),
+            )
+            self.listeners[name] = listener
+            self.listening.add(name)
+            listener.start()
+
+    def reload_remotes(self) -> None:
+        """The remotes changed (``git remote add``/``remove``, a URL or switch set): sync with
+        new ones at once, stop with removed ones, restart changed ones with their new settings."""
+        fresh = self._read_remotes()
+        if fresh == self.remotes:
+            return
+        for name in sorted(self.remotes.keys() | fresh.keys()):
+            old, new = self.remotes.get(name), fresh.get(name)
+            if old == new:
+                continue
+            if old is not None:
+                self._stop_peer(name)
+            if new is not None:
+                self.remotes[name] = new
+                self.status[name] = PeerStatus(name, backoff=self.backoff)
+                self._want[name] = set()
+                self._wake[name] = asyncio.Event()
+                self._start_peer(name, new)
+                self._kick(name, {FETCH, PUSH})
+            log.info("remote %s %s", name, "added" if old is None else "removed" if new is None
+                     else "changed")  # fmt: skip
+        self._update_polling()
+
+    def _stop_peer(self, name: str) -> None:
+        self.remotes.pop(name, None)
+        self.status.pop(name, None)
+        self._want.pop(name, None)
+        self._owed.pop(name, None)
+        self.listening.discard(name)
+        self._cancel_retry(name)
+        wake = self._wake.pop(name, None)
+        if wake is not None:
+            wake.set()  # its loop sees it is no longer wanted and ends
+        if self.scheduler.running and self.scheduler.get_job(f"poll:{name}") is not None:
+            self.scheduler.remove_job(f"poll:{name}")
+        listener = self.listeners.pop(name, None)
+        if listener is not None:
+            self.spawn(f"stop listener {name}", listener.stop)
 
     async def close(self) -> None:
         for listener in self.listeners.values():
@@ -271,9 +320,9 @@ class Replicator:
         self.full_sync()
 
     async def _merge_loop(self) -> None:
-        pulls = {name for name, r in self.remotes.items() if r.pull}
         while True:
             await self._want_merge.wait()
+            pulls = {name for name, r in self.remotes.items() if r.pull}
             await asyncio.sleep(MERGE_COALESCE)
             self._want_merge.clear()
             waiting, self._after_merge = self._after_merge, set()
@@ -302,6 +351,8 @@ class Replicator:
         while True:
             await wake.wait()
             wake.clear()
+            if self._wake.get(name) is not wake:
+                return  # the remote was removed or changed: a new loop has its place
             work, self._want[name] = self._want[name], set()
             work |= work_for(remote, self._owed.pop(name, set()))
             if work:

@@ -76,6 +76,7 @@ class TreeWatcher:
         on_git: Callable[[], None],
         on_root_gone: Callable[[], None],
         on_refs: Callable[[], None] | None = None,
+        on_config: Callable[[], None] | None = None,
     ) -> None:
         self.root = str(root)
         self.gitdir = str(gitdir).rstrip("/")
@@ -86,6 +87,7 @@ class TreeWatcher:
         self.on_git = on_git
         self.on_root_gone = on_root_gone
         self.on_refs = on_refs
+        self.on_config = on_config
         self.observer: Observer | None = None  # type: ignore[valid-type]
 
     def start(self) -> None:
@@ -146,6 +148,8 @@ class TreeWatcher:
                     name = path[len(self._git_prefix) :]
                     if name in GIT_SIGNALS:
                         self.loop.call_soon_threadsafe(self.on_git)
+                    elif name == "config" and self.on_config is not None:
+                        self.loop.call_soon_threadsafe(self.on_config)
                     elif self.on_refs is not None and (
                         name.startswith("refs/remotes/") or name == "packed-refs"
                     ):
