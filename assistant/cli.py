@@ -19,7 +19,7 @@ from assistant.autocommit import AutoCommitter, CommitResult
 from assistant.config import Settings, read_settings
 from assistant.daemon import lifecycle
 from assistant.daemon.control import request, socket_path
-from assistant.errors import AnnexsyncError
+from assistant.errors import AnnexsyncError, NotRunningError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
 from assistant.integrate import read_held_merges
 from assistant.node import NodeIdentity, ensure_initialised
@@ -53,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="record this node's uuid and name")
     init.add_argument("--name", help="node name (a single ref component)")
     init.add_argument("--hooks", action="store_true", help="also install the git hooks")
+    login = init.add_mutually_exclusive_group()
+    login.add_argument(
+        "--autostart",
+        action="store_true",
+        default=None,
+        help="start an assistant for this repository at login (see 'assistant --autostart')",
+    )
+    login.add_argument(
+        "--no-autostart",
+        dest="autostart",
+        action="store_false",
+        help="do not ask whether to start it at login",
+    )
     init.set_defaults(func=cmd_init)
 
     hooks = commands.add_parser("hooks", help="install, remove or show annexsync's git hooks")
@@ -64,8 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--foreground", action="store_true", help="do not detach")
     mode.add_argument("--stop", action="store_true", help="stop the running assistant")
     assistant.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    assistant.add_argument(
+        "--autostart",
+        action="store_true",
+        help="start (with --stop: stop) the assistant of every repository in the autostart file",
+    )
     assistant.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     assistant.set_defaults(func=cmd_assistant)
+
+    log = commands.add_parser("log", help="show the assistant's log")
+    log.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    log.add_argument(
+        "-n", "--lines", type=int, default=50, metavar="N", help="show the last N lines (50)"
+    )
+    log.set_defaults(func=cmd_log)
 
     status = commands.add_parser("status", help="show what the assistant is doing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -186,8 +211,32 @@ def _open(path: Path, name: str | None = None) -> tuple[pygit2.Repository, NodeI
 
 def cmd_init(args: argparse.Namespace, path: Path) -> int:
     repo, identity, _settings = _open(path, args.name)
-    print(f"annexsync node {identity.name} ({identity.uuid}) in {worktree_root(repo)}")
-    return _hooks_change(repo, "install") if args.hooks else 0
+    root = worktree_root(repo)
+    print(f"annexsync node {identity.name} ({identity.uuid}) in {root}")
+    code = _hooks_change(repo, "install") if args.hooks else 0
+    wanted = args.autostart
+    if wanted is None and sys.stdin.isatty():
+        wanted = _ask("Start an assistant for this repository at login? [y/N] ")
+    if wanted:
+        from assistant.autostart import add_to_autostart, autostart_file
+
+        file = autostart_file()
+        try:
+            added = add_to_autostart(root, file)
+        except OSError as exc:
+            raise AnnexsyncError(f"{file}: cannot add this repository: {exc}") from None
+        print(f"{'added to' if added else 'already in'} {file}: the assistant starts at login")
+    return code
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal; anything but y/yes (or end of input) is no."""
+    try:
+        answer = input(question)
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 def cmd_hooks(args: argparse.Namespace, path: Path) -> int:
@@ -211,6 +260,10 @@ def _hooks_change(repo: pygit2.Repository, action: str) -> int:
 
 
 def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
+    if args.autostart:
+        if args.foreground:
+            raise AnnexsyncError("--autostart and --foreground do not go together")
+        return _autostart_all(stop=args.stop, verbose=args.verbose)
     if args.stop:
         repo = open_worktree(path)
         pid = lifecycle.stop_running(state_dir(repo))
@@ -229,8 +282,7 @@ def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
                 f"an assistant is already running for this repository (pid {pid}); "
                 "stop it with 'annexsync assistant --stop'"
             )
-        extra = ["--verbose"] if args.verbose else []
-        pid = lifecycle.spawn_detached(worktree_root(repo), extra)
+        pid = _start_detached(repo, args.verbose)
         print(f"assistant started (pid {pid}); log: {state / lifecycle.LOG_NAME}")
         return 0
     lock = lifecycle.InstanceLock(state)
@@ -252,6 +304,76 @@ def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
         raise
     finally:
         lock.release()
+    return 0
+
+
+def _start_detached(repo: pygit2.Repository, verbose: bool) -> int:
+    """Start a background assistant for ``repo`` and return its pid once it is ready."""
+    return lifecycle.spawn_detached(worktree_root(repo), ["--verbose"] if verbose else [])
+
+
+def _autostart_one(path: Path, stop: bool, verbose: bool) -> tuple[bool, str]:
+    """Start (or stop) one listed repository's assistant: whether it went well, and why."""
+    try:
+        if stop:
+            repo = open_worktree(path)
+            try:
+                return True, f"assistant stopped (pid {lifecycle.stop_running(state_dir(repo))})"
+            except NotRunningError:
+                return True, "not running"
+        repo, _identity, _settings = _open(path)
+        pid = lifecycle.running_pid(state_dir(repo))
+        if pid is not None:
+            return True, f"already running (pid {pid})"
+        return True, f"assistant started (pid {_start_detached(repo, verbose)})"
+    except (AnnexsyncError, OSError) as exc:
+        return False, f"error: {exc}"
+
+
+def _autostart_all(stop: bool, verbose: bool) -> int:
+    """One line per repository in the autostart file; non-zero when any of them failed."""
+    from assistant.autostart import autostart_file, read_autostart
+
+    file = autostart_file()
+    try:
+        paths = read_autostart(file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnexsyncError(f"{file}: cannot read: {exc}") from None
+    if not paths:
+        print(f"no repository listed in {file}; add one with 'annexsync init --autostart'")
+        return 0
+    failed = False
+    for path in paths:
+        ok, line = _autostart_one(path, stop, verbose)
+        failed |= not ok
+        print(f"{path}: {line}", file=sys.stdout if ok else sys.stderr, flush=True)
+    return 1 if failed else 0
+
+
+def cmd_log(args: argparse.Namespace, path: Path) -> int:
+    """Print the assistant's log, or follow it until Ctrl-C or SIGTERM (exit 0 either way)."""
+    from assistant import logview
+
+    if args.lines < 0:
+        raise AnnexsyncError(f"-n takes a number of lines, not {args.lines}")
+    state = state_dir(open_worktree(path))
+    if not logview.log_files(state):
+        print("no assistant has run in this repository yet (start one with 'annexsync assistant')")
+        return 0
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        if data:
+            out.write(data)
+            out.flush()
+
+    if not args.follow:
+        for line in logview.tail(state, args.lines):
+            out.write(line)
+        out.flush()
+        return 0
+    with logview.stop_on_signals() as stop:
+        logview.follow(state, args.lines, write, stop)
     return 0
 
 

@@ -103,6 +103,8 @@ class _NodeFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.node = self.node
+        # "annexsync.replicator" reads as "replicator"; the bare package logger keeps its name
+        record.actor = record.name.removeprefix("annexsync.")
         return True
 
 
@@ -114,7 +116,7 @@ def setup_logging(state: Path, node: str, to_stderr: bool, verbose: bool = False
     for handler in list(root.handlers):
         root.removeHandler(handler)
     fmt = logging.Formatter(
-        "%(asctime)s.%(msecs)03d %(node)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"
+        "%(asctime)s.%(msecs)03d %(node)s %(actor)s: %(message)s", "%Y-%m-%d %H:%M:%S"
     )
     handlers: list[logging.Handler] = [
         logging.handlers.RotatingFileHandler(
