@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, annexsync, git, head_files, wait_until
+from test_lifecycle import pid_alive, state
 
 from assistant.autostart import autostart_file, parse_autostart, with_added
 from assistant.daemon.lifecycle import running_pid
@@ -22,19 +23,6 @@ from assistant.logview import last_lines
 
 Factory = Callable[[Path], Daemon]
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ ([a-z_.]+): ")
-
-
-def state(repo: Path) -> Path:
-    return repo / ".git" / "annexsync"
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return text.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def make_repo(path: Path) -> Path:
