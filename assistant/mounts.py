@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from assistant.timeouts import within
+
 log = logging.getLogger("annexsync.mounts")
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -454,7 +456,7 @@ class MountWatcher:
                 await self._wakeup.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.interval)
+                    await within(self._wakeup.wait(), self.interval)
             self._wakeup.clear()
             await self.check()
 

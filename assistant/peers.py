@@ -25,6 +25,7 @@ from assistant.remotes import (
     refused_branch,
     shell_quote,
 )
+from assistant.timeouts import within
 from assistant.transport.base import Transport, TransportError
 from assistant.transport.local import LocalTransport
 
@@ -168,7 +169,7 @@ async def _check_local(
     if not isinstance(remote.location, LocalLocation):
         return None, None
     try:
-        peer = await asyncio.wait_for(
+        peer = await within(
             asyncio.to_thread(check_local_peer, repo.path, remote.name, remote.location.path),
             OPERATION_TIMEOUT,
         )
@@ -217,7 +218,7 @@ async def push_to(
         where = transport.describe()
         channel = await transport.open("git-receive-pack", remote.location.path)
         try:
-            result = await asyncio.wait_for(
+            result = await within(
                 push(channel, repo, updates, where, remote.location.path), OPERATION_TIMEOUT
             )
         except BaseException:
@@ -246,7 +247,7 @@ async def fetch_from(peers: Peers, repo: pygit2.Repository, remote: Remote) -> O
         transport = peers.transport(remote)
         channel = await transport.open("git-upload-pack", remote.location.path)
         try:
-            result = await asyncio.wait_for(
+            result = await within(
                 fetch(
                     channel,
                     repo,

@@ -11,6 +11,7 @@ from assistant.autocommit import AutoCommitter, CommitResult
 from assistant.batching import Batcher
 from assistant.config import Settings
 from assistant.daemon.worker import RepoWorker
+from assistant.timeouts import within
 
 log = logging.getLogger("annexsync.committer")
 
@@ -93,7 +94,7 @@ class CommitActor:
                 self._idle.set()
             timeout = None if deadline is None else max(0.0, deadline - self._now())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await within(self._wake.wait(), timeout)
 
     async def _commit(self, paths: list[str], allow_deletions: bool = False) -> CommitResult:
         async with self._lock:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 
+from assistant.timeouts import within
 from assistant.transport.base import Channel, ServiceExit, Transport, TransportError
 
 
@@ -87,7 +88,7 @@ class LocalTransport(Transport):
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            out, err = await within(proc.communicate(), timeout)
         except TimeoutError:
             proc.kill()
             raise TransportError(f"{argv[0]} did not finish within {timeout:g}s") from None

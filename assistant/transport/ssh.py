@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from assistant.remotes import SSHLocation, shell_quote
+from assistant.timeouts import within
 from assistant.transport.base import Channel, ServiceExit, Transport, TransportError
 
 DEFAULT_IDLE_TIMEOUT = 300.0
@@ -167,7 +168,7 @@ class SSHPool:
             self._drop(entry)
         for entry in entries:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(entry.conn.wait_closed(), 5)
+                await within(entry.conn.wait_closed(), 5)
 
     async def _connect(self, location: SSHLocation, key: Key, depth: int = 0) -> _Connection:
         where = location.describe()
@@ -204,7 +205,7 @@ class SSHPool:
         )
         watch = _Watch(self, key)
         try:
-            conn = await asyncio.wait_for(
+            conn = await within(
                 asyncssh.connect(
                     location.host,
                     location.port or (),
@@ -432,7 +433,7 @@ _KEYSCAN_TYPES = {
 async def _server_key(target: _Target) -> asyncssh.SSHKey | None:
     """The key the server shows by default; only read, never trusted."""
     with contextlib.suppress(Exception):
-        return await asyncio.wait_for(
+        return await within(
             asyncssh.get_server_host_key(
                 target.host, target.port, tunnel=target.options.tunnel or ()
             ),
@@ -619,14 +620,14 @@ class SSHTransport(Transport):
         for attempt in (1, 2):
             entry = await self.pool.acquire(self.location)
             try:
-                await asyncio.wait_for(entry.slots.acquire(), self.pool.connect_timeout)
+                await within(entry.slots.acquire(), self.pool.connect_timeout)
             except TimeoutError:
                 self.pool.release(entry)
                 raise TransportError(
                     f"too many operations at once on the connection to {entry.where}"
                 ) from None
             try:
-                process = await asyncio.wait_for(
+                process = await within(
                     entry.conn.create_process(command, encoding=None), timeout
                 )
             except BaseException as exc:
@@ -660,7 +661,7 @@ class SSHTransport(Transport):
                 return await channel.finish()
 
             try:
-                exit = await asyncio.wait_for(drain(), timeout)
+                exit = await within(drain(), timeout)
             except TimeoutError:
                 raise TransportError(
                     f"{argv[0]} on {entry.where} did not finish within {timeout:g} s"
