@@ -10,8 +10,8 @@ import pygit2
 from assistant.errors import NotARepositoryError
 
 
-def open_worktree(path: str | os.PathLike[str]) -> pygit2.Repository:
-    """The non-bare repository containing ``path``; errors name the path and the problem."""
+def open_repository(path: str | os.PathLike[str]) -> pygit2.Repository:
+    """The repository at or above ``path``, bare or not; errors name the path and the problem."""
     start = Path(path)
     if not start.exists():
         raise NotARepositoryError(f"{start}: no such directory")
@@ -22,9 +22,14 @@ def open_worktree(path: str | os.PathLike[str]) -> pygit2.Repository:
     if found is None:
         raise NotARepositoryError(f"{start.resolve()}: not a git repository (run 'git init' first)")
     try:
-        repo = pygit2.Repository(found)
+        return pygit2.Repository(found)
     except pygit2.GitError as exc:
         raise NotARepositoryError(f"{found}: cannot open the repository: {exc}") from None
+
+
+def open_worktree(path: str | os.PathLike[str]) -> pygit2.Repository:
+    """The non-bare repository containing ``path``; errors name the path and the problem."""
+    repo = open_repository(path)
     if repo.is_bare or repo.workdir is None:
         raise NotARepositoryError(
             f"{repo.path.rstrip('/')}: is a bare repository; annexsync needs a working tree"

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pygit2
 
+from assistant import gitrepo
 from assistant.config import parse_bool
-from assistant.errors import AnnexsyncError, ConfigError, NotARepositoryError
-from assistant.gitrepo import open_worktree
+from assistant.errors import AnnexsyncError, ConfigError
 from assistant.hookscript import ORIGINAL_SUFFIX, RECORD
 
 WORKTREE_HOOKS = ("post-commit", "post-merge", "post-checkout", "post-rewrite", "post-receive")
@@ -210,20 +210,10 @@ def describe(found: OnDisk) -> str:
 
 
 def open_repository(path: Path) -> pygit2.Repository:
-    """The repository at or above ``path``, bare or not (a hub takes the receiving hook)."""
-    if not path.exists():
-        raise NotARepositoryError(f"{path}: no such directory")
-    try:
-        found = pygit2.discover_repository(str(path))
-    except pygit2.GitError as exc:
-        raise NotARepositoryError(f"{path}: cannot look for a git repository: {exc}") from None
-    if found is None:
-        raise NotARepositoryError(f"{path.resolve()}: not a git repository (run 'git init' first)")
-    try:
-        repo = pygit2.Repository(found)
-    except pygit2.GitError as exc:
-        raise NotARepositoryError(f"{found}: cannot open the repository: {exc}") from None
-    return repo if repo.is_bare else open_worktree(path)
+    """The repository at or above ``path``, bare or not (a hub takes the receiving hook); a
+    working tree gets open_worktree's checks too."""
+    repo = gitrepo.open_repository(path)
+    return repo if repo.is_bare else gitrepo.open_worktree(path)
 
 
 def hook_names(repo: pygit2.Repository) -> tuple[str, ...]:
