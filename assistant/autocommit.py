@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterable
@@ -21,7 +22,7 @@ from pathlib import Path
 import pygit2
 from pygit2.enums import RepositoryState
 
-from assistant.changes import Change, Entry, classify, commit_message
+from assistant.changes import Change, Entry, classify, commit_message, quote_path
 from assistant.config import Settings
 from assistant.gitrepo import state_dir, worktree_root
 from assistant.guard import DeletionWindow, is_mass_deletion
@@ -44,6 +45,9 @@ log = logging.getLogger("annexsync.commit")
 
 # Lists (one JSON string a line) paths committed whose entries are not yet in the index.
 INDEX_BEHIND = "index-behind"
+# Paths a merge brought that could not be written here (a name too long for this
+# filesystem): absent from disk, but never to be committed as deletions. A JSON object.
+UNWRITABLE = "unwritable.json"
 # git releases index.lock before it moves HEAD (a checkout writes the new tree's files and
 # index, unlocks, then points HEAD at the new branch): an index or HEAD written by someone
 # else this recently means git may be half-way through, so the commit waits.
@@ -103,10 +107,14 @@ class AutoCommitter:
         self.held_with: set[str] = set()  # additions held because they replace held paths
         self.large: dict[str, int] = {}
         self.nested: set[str] = set()
+        # path -> why it is not committed (a directory's path ends in '/'); for status
+        self.skipped: dict[str, str] = {}
+        self._unwritable_file = state_dir(repo) / UNWRITABLE
+        self.unwritable: dict[str, str] = read_unwritable(self._unwritable_file)
+        self.skipped.update({p: unwritable_message(why) for p, why in self.unwritable.items()})
         self.window = DeletionWindow()
         self.last_commit: str | None = None
         self.last_summary: str | None = None
-        self._warned: set[tuple[str, str]] = set()
         self._index_pending: dict[str, Entry | None] = {}
         self.recheck: set[str] = set()  # paths to commit again (see sync_index)
         self._index_head: str | None = None
@@ -149,12 +157,16 @@ class AutoCommitter:
         """True when someone else wrote the index or HEAD within ``git_settle`` seconds."""
         if self.git_settle <= 0:
             return False
-        horizon = time.time_ns() - int(self.git_settle * 1e9)
+        settle = int(self.git_settle * 1e9)
+        now = time.time_ns()
+        # Later than now (beyond the same slack) is a clock set back or a skewed file server,
+        # no sign of git at work: it must not pause commits until the clock catches up.
+        horizon, future = now - settle, now + settle
         index = self._stamp("index")
-        if index is not None and index != self._own_index_stamp and index[2] > horizon:
+        if index is not None and index != self._own_index_stamp and horizon < index[2] <= future:
             return True
         head = self._stamp("HEAD")
-        return head is not None and head[2] > horizon
+        return head is not None and horizon < head[2] <= future
 
     def _index_has_conflicts(self) -> bool:
         """Whether git left conflict entries in the index; re-checked only when the index
@@ -187,6 +199,8 @@ class AutoCommitter:
                 return self._commit_once(wanted, allow_deletions, now)
             except _BranchMoved:
                 continue
+            except (OSError, pygit2.GitError) as exc:  # a full disk (libgit2 may say either)
+                return CommitResult(blocked=f"cannot write to the repository: {exc}")
         return CommitResult(blocked="the branch keeps moving under us", retry_soon=True)
 
     def _commit_once(self, paths: set[str], allow_deletions: bool, now: float) -> CommitResult:
@@ -344,11 +358,20 @@ class AutoCommitter:
 
         def skip_dir(rel: str) -> bool:
             if not check.dir_ok(rel):
+                if (why := check.dir_problem(rel)) is not None:
+                    unreadable_dir(rel, why)
                 return True
             return self.rules.is_ignored(rel, is_dir=True) and not tracked(rel)
 
         def skip_file(rel: str) -> bool:
             return self.rules.is_ignored(rel) and not tracked(rel)
+
+        def unreadable_dir(reldir: str, why: str) -> None:
+            stale.discard(f"{reldir}/")
+            self._skip(f"{reldir}/", f"not committed: cannot read the directory: {why}")
+
+        def unlistable(reldir: str, exc: OSError) -> None:
+            unreadable_dir(reldir, _why(exc))
 
         candidates: set[str] = set()
         for path in collapse(paths):
@@ -359,7 +382,10 @@ class AutoCommitter:
                 and not (self.root / path).is_symlink()
             ):
                 if path == "" or check.dir_ok(path):
-                    candidates.update(walk_files(self.root, path, skip_dir, skip_file))
+                    stale = {k for k in self.skipped if k.endswith("/") and _below(k[:-1], path)}
+                    candidates.update(walk_files(self.root, path, skip_dir, skip_file, unlistable))
+                    for key in stale:
+                        self.skipped.pop(key, None)
             else:
                 candidates.add(path)
 
@@ -376,25 +402,32 @@ class AutoCommitter:
             )
             if head is None and skip_file(path):
                 continue
-            if not _encodable(path):
-                self._warn_once("badname", path, "file name is not valid UTF-8; not committed")
-                continue
             if not check.parents_ok(path):
                 if any(path.startswith(n + "/") for n in self.nested):
                     continue
-                state: Present | Absent | Skipped = Absent()
+                problem = check.problem(path)
+                state: Present | Absent | Skipped = (
+                    Absent() if problem is None else Skipped("unreadable", problem)
+                )
             else:
                 state = read_path(self.root, path, self.settings.largefiles)
+            if not isinstance(state, Skipped) or state.reason == "large":
+                self.skipped.pop(path, None)
             if isinstance(state, Present):
                 self.held.discard(path)
                 self.large.pop(path, None)
+                self._writable(path)
                 if state.entry != head:
                     old[path], new[path] = head, state.entry
                     data[path] = state.data
             elif isinstance(state, Absent):
                 self.large.pop(path, None)
-                if head is not None:
+                if head is not None and path in self.unwritable:
+                    self.skipped[path] = unwritable_message(self.unwritable[path])
+                elif head is not None:
                     old[path], new[path] = head, None
+                else:
+                    self._writable(path)
             elif state.reason == "unsettled":
                 requeue.append(path)
             elif state.reason == "large":
@@ -405,8 +438,10 @@ class AutoCommitter:
                         state.detail,
                     )
                 self.large[path] = int(state.detail.split()[0])
+            elif path in self.unwritable:
+                self.skipped[path] = unwritable_message(self.unwritable[path])
             else:
-                self._warn_once(state.reason, path, f"not committed: {state.detail}")
+                self._skip(path, f"not committed: {state.detail}")
         return old, new, data, requeue
 
     def _note_nested(self, reldir: str) -> None:
@@ -414,10 +449,35 @@ class AutoCommitter:
             self.nested.add(reldir)
             log.warning("not committing %s/: it is a nested git repository", reldir)
 
-    def _warn_once(self, reason: str, path: str, message: str) -> None:
-        if (reason, path) not in self._warned:
-            self._warned.add((reason, path))
-            log.warning("%s: %s", path, message)
+    def _skip(self, path: str, message: str) -> None:
+        """Note why ``path`` is not committed; logged when that is news."""
+        if self.skipped.get(path) != message:
+            self.skipped[path] = message
+            log.warning("%s: %s", quote_path(path), message)
+
+    # --- paths a merge could not write -------------------------------------------------
+    def note_unwritable(self, failed: dict[str, str]) -> None:
+        """A merge put these paths in HEAD but could not write them here: their absence from
+        disk is not a deletion, and status shows why (kept across restarts)."""
+        for path, why in failed.items():
+            self.unwritable[path] = why
+            self.skipped[path] = unwritable_message(why)
+        self._save_unwritable()
+
+    def _writable(self, path: str) -> None:
+        """The path is on disk now, or gone from HEAD: it needs no protection any more."""
+        if self.unwritable.pop(path, None) is not None:
+            self.skipped.pop(path, None)
+            self._save_unwritable()
+
+    def _save_unwritable(self) -> None:
+        with contextlib.suppress(OSError):
+            if not self.unwritable:
+                self._unwritable_file.unlink(missing_ok=True)
+                return
+            tmp = self._unwritable_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.unwritable, indent=1, sort_keys=True))
+            os.replace(tmp, self._unwritable_file)
 
     # --- whole-tree scans --------------------------------------------------------------
     def scan_candidates(self) -> list[str]:
@@ -442,13 +502,14 @@ class AutoCommitter:
                 cwd=self.root,
                 capture_output=True,
                 check=False,
-                env=_plain_git_env(),
+                env={**_plain_git_env(), "LC_ALL": "C"},  # its warnings are read below
             )
         except OSError:
             proc = None
         if proc is None or proc.returncode != 0:
             return self._scan_in_process()
-        out = []
+        # what git could not look into is looked at again here, to say why it is skipped
+        out = unreadable_dirs(proc.stderr)
         for item in proc.stdout.split(b"\0"):
             if len(item) < 4:
                 continue
@@ -499,10 +560,13 @@ class AutoCommitter:
                     index.remove(path)
                 continue
             try:
-                index.add(path)
-                current = index[path]
-                if str(current.id) == entry.oid and current.mode == entry.mode:
-                    continue
+                # the file's stat data makes `git status` quick; a file of another size is
+                # another version, and is never hashed just to find that out
+                if self._same_size(path, entry):
+                    index.add(path)
+                    current = index[path]
+                    if str(current.id) == entry.oid and current.mode == entry.mode:
+                        continue
             except (OSError, pygit2.GitError, KeyError, ValueError):
                 pass
             index.add(pygit2.IndexEntry(path, pygit2.Oid(hex=entry.oid), entry.mode))
@@ -516,6 +580,10 @@ class AutoCommitter:
         with contextlib.suppress(OSError):
             self._index_behind.unlink()
         return True
+
+    def _same_size(self, path: str, entry: Entry) -> bool:
+        size = self.repo[pygit2.Oid(hex=entry.oid)].size  # type: ignore[attr-defined]
+        return os.lstat(self.root / path).st_size == size
 
     def repair_index(self) -> None:
         """After a crash between a commit and its index write, make the index agree with HEAD
@@ -548,12 +616,41 @@ class _BranchMoved(Exception):
     """The branch changed between reading HEAD and moving it: start over."""
 
 
-def _encodable(path: str) -> bool:
+_UNREADABLE_DIR = re.compile(rb"^warning: could not open directory '(.*?)(?:': .*)?$", re.M)
+
+
+def unreadable_dirs(stderr: bytes) -> list[str]:
+    """The directories `git status` warned it could not open (no permission, a path longer
+    than the system allows), relative to the root. git cuts its messages at 4 KiB, so a
+    path that long arrives cut short: its last whole directory is given instead."""
+    found = []
+    for m in _UNREADABLE_DIR.finditer(stderr):
+        path = os.fsdecode(m.group(1))
+        whole = m.group(0).endswith(b"'") or b"': " in m.group(0)
+        found.append(path.rstrip("/") if whole else path.rpartition("/")[0])
+    return found
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _below(path: str, top: str) -> bool:
+    """Whether ``path`` is ``top`` or lies under it ('' is the whole tree)."""
+    return top == "" or path == top or path.startswith(top + "/")
+
+
+def unwritable_message(why: str) -> str:
+    return f"in the commit but not written here: {why}"
+
+
+def read_unwritable(file: Path) -> dict[str, str]:
+    """The paths recorded by ``note_unwritable``, from an earlier run too."""
     try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _plain_git_env() -> dict[str, str]:

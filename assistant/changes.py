@@ -82,15 +82,25 @@ _VERBS: dict[ChangeKind, str] = {
 SUMMARY_LIMIT = 72
 
 
+def _raw_byte(ch: str) -> bool:
+    """A byte that is not UTF-8, as os.fsdecode carries it (a lone surrogate)."""
+    return "\udc80" <= ch <= "\udcff"
+
+
+def _escape(ch: str) -> str:
+    if _raw_byte(ch):
+        return f"\\{ord(ch) - 0xDC00:03o}"
+    return f"\\{ord(ch):03o}" if ch < " " or ch == "\x7f" else ch
+
+
 def quote_path(path: str) -> str:
     """A path as git shows it: in double quotes with C escapes when it holds control
-    characters, quotes or backslashes, so a name can never break a message's lines."""
-    if not any(ch < " " or ch in '"\\' or ch == "\x7f" for ch in path):
+    characters, quotes, backslashes or bytes that are not UTF-8 (``"caf\\351.txt"``), so a
+    name can never break a message's lines and every message is valid UTF-8."""
+    if not any(ch < " " or ch in '"\\' or ch == "\x7f" or _raw_byte(ch) for ch in path):
         return path
     escapes = {"\n": "\\n", "\t": "\\t", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
-    body = "".join(
-        escapes.get(ch) or (f"\\{ord(ch):03o}" if ch < " " or ch == "\x7f" else ch) for ch in path
-    )
+    body = "".join(escapes.get(ch) or _escape(ch) for ch in path)
     return f'"{body}"'
 
 

@@ -4,6 +4,7 @@ differ, and never overwriting or deleting a file the user changed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import stat
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pygit2
 
+from assistant.activity import progress
 from assistant.changes import Entry
 from assistant.treeedit import entry_at
 from assistant.worktree import (
@@ -138,9 +140,7 @@ def _sort_key(entry: pygit2.Object) -> bytes:
     return entry.raw_name + (b"/" if entry.filemode == MODE_TREE else b"")
 
 
-def tree_problem(
-    repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree
-) -> str | None:
+def tree_problem(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree) -> str | None:
     """Why checking out ``new`` over ``old`` is refused, or None: a path git would refuse (see
     ``path_problem``), an entry name with '/', duplicate or unsorted entries (one name as
     both a symlink and a directory), or a tree that cannot be read. Only the subtrees that
@@ -215,13 +215,42 @@ def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> P
 Stamp = tuple[int, int, int] | None
 
 
+def blob_size(repo: pygit2.Repository, entry: Entry | None) -> int:
+    """The size of ``entry``'s blob (0 for none): a file on disk of any other size differs
+    from it, and is never read whole just to find that out."""
+    if entry is None:
+        return 0
+    return int(repo[pygit2.Oid(hex=entry.oid)].size)  # type: ignore[attr-defined]
+
+
 def stamp(full: Path) -> Stamp:
     """What identifies a file's current version cheaply: inode, size, mtime (None: absent)."""
     try:
         st = os.lstat(full)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno in UNREPRESENTABLE:
+            return None  # a name this filesystem cannot hold: nothing can be there
+        raise
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# A name or path this filesystem cannot hold at all: too long, or bytes it refuses.
+UNREPRESENTABLE = frozenset({errno.ENAMETOOLONG, errno.EILSEQ})
+
+
+def unrepresentable(root: Path, path: str) -> bool:
+    """Whether ``path`` can never exist in this working tree (a name longer than the
+    filesystem allows, a path longer than the system allows, bytes it refuses)."""
+    full = root
+    for part in path.split("/"):
+        full = full / part
+        try:
+            os.lstat(full)
+        except OSError as exc:
+            return exc.errno in UNREPRESENTABLE
+    return False
 
 
 def inspect(
@@ -240,11 +269,16 @@ def inspect(
             if node is None or node.filemode == MODE_TREE
             else Entry(str(node.id), node.filemode)
         )
+        if unrepresentable(root, path):
+            stamps[path] = None  # nothing of the user's can be there
+            continue
         if not check.parents_ok(path):
             dirty.append(path)  # never look, or write, through a symlinked directory
             continue
         before = stamp(root / path)
-        state = read_path(root, path, largefiles=1 << 62)
+        # a file of another size is another version: never read (a 2 GiB file stays on disk)
+        limit = node.size if expected is not None else 0  # type: ignore[union-attr]
+        state = read_path(root, path, largefiles=limit)
         if isinstance(state, Present):
             clean = state.entry == expected
         elif isinstance(state, Absent):
@@ -319,32 +353,59 @@ def write_entry(
     if expect is not ... and stamp(final) != expect:
         os.unlink(temp)
         return False
-    os.replace(temp, final)
+    try:
+        os.replace(temp, final)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
     return True
 
 
 def apply(
-    repo: pygit2.Repository, root: Path, work: Plan, stamps: dict[str, Stamp]
+    repo: pygit2.Repository,
+    root: Path,
+    work: Plan,
+    stamps: dict[str, Stamp],
+    failed: dict[str, str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Carry out a plan: removals first (a file may make way for a directory), then writes,
     each atomically through a temporary file renamed into place. A path whose file changed
-    since ``inspect`` stamped it is left as the user has it. Returns (paths changed, paths
-    left as the user has them)."""
+    since ``inspect`` stamped it is left as the user has it. A path this filesystem cannot
+    hold (see ``UNREPRESENTABLE``) goes into ``failed`` with the reason, when given, and the
+    rest is written. Returns (paths changed, paths left as the user has them)."""
     done: list[str] = []
     skipped: list[str] = []
     check = ParentCheck(root, lambda _dir: None)
-    for path in work.remove:
-        if not check.parents_ok(path) or stamp(root / path) != stamps.get(path):
-            skipped.append(path)
-            continue
-        _remove(root, path)
-        done.append(path)
-    for path, entry in sorted(work.write.items()):
-        expected = stamps.get(path)
-        if stamp(root / path) != expected or not write_entry(repo, root, path, entry, expected):
-            skipped.append(path)
-            continue
-        done.append(path)
+    total = len(work.remove) + len(work.write)
+    with progress("updating files", "files", total) as item:
+        for path in work.remove:
+            if unrepresentable(root, path):
+                done.append(path)  # it never was on disk here
+                continue
+            if not check.parents_ok(path) or stamp(root / path) != stamps.get(path):
+                skipped.append(path)
+                continue
+            _remove(root, path)
+            done.append(path)
+        count = len(work.remove)
+        for path, entry in sorted(work.write.items()):
+            count += 1
+            item.update(count)
+            expected = stamps.get(path)
+            try:
+                written = stamp(root / path) == expected and write_entry(
+                    repo, root, path, entry, expected
+                )
+            except OSError as exc:
+                if failed is None or exc.errno not in UNREPRESENTABLE:
+                    raise
+                failed[path] = exc.strerror or str(exc)
+                continue
+            if not written:
+                skipped.append(path)
+                continue
+            done.append(path)
     return done, skipped
 
 
@@ -354,8 +415,8 @@ def restore(
     """Undo ``apply`` on the paths it changed and nobody touched since: each gets its
     version from ``old`` back (or goes away), so an interrupted update leaves no trace."""
     for path in done:
-        state = read_path(root, path, largefiles=1 << 62)
         wanted = work.write.get(path)
+        state = read_path(root, path, largefiles=blob_size(repo, wanted))
         untouched = (isinstance(state, Present) and state.entry == wanted) or (
             wanted is None and isinstance(state, Absent)
         )

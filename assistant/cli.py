@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,17 +17,20 @@ import pygit2
 
 from assistant import __version__
 from assistant.autocommit import AutoCommitter, CommitResult
+from assistant.changes import quote_path
 from assistant.config import Settings, read_settings
 from assistant.daemon import lifecycle
 from assistant.daemon.control import request, socket_path
-from assistant.errors import AnnexsyncError, NotRunningError
+from assistant.errors import AnnexsyncError, NotRunningError, UsageError
 from assistant.gitrepo import open_worktree, state_dir, worktree_root
 from assistant.integrate import read_held_merges
 from assistant.node import NodeIdentity, ensure_initialised
 from assistant.peerstate import format_duration
+from assistant.progressview import bars_on
 from assistant.remotes import Remote
 
 EXIT_HELD = 3
+LOCAL_STATUS_EVERY = 2.0  # seconds between rescans in a live view with no assistant
 
 
 def _add_chdir(parser: argparse.ArgumentParser, default: Any, dest: str = "chdir") -> None:
@@ -94,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show what the assistant is doing")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="a live view, redrawn until Ctrl-C")
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="how often --watch redraws (default 0.5)",
+    )
     status.set_defaults(func=cmd_status)
 
     sync = commands.add_parser(
@@ -153,6 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--peer", required=True, metavar="NAME", help="the node using the key")
     serve.set_defaults(func=cmd_serve)
 
+    demo = commands.add_parser(
+        "demo", help="watch throwaway repositories on this machine sync live (a guided tour)"
+    )
+    demo.add_argument(
+        "--nodes", type=int, default=3, metavar="N", help="how many nodes: 2 or 3 (3)"
+    )
+    demo.add_argument(
+        "--dir", metavar="PATH", help="create the repositories here (a new or empty directory)"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the repositories on exit")
+    demo.add_argument(
+        "--tour-only", action="store_true", help="exit after the tour instead of staying live"
+    )
+    demo.set_defaults(func=cmd_demo)
+
     for sub in commands.choices.values():
         # A separate dest: a subcommand's -C would otherwise replace the ones given before it.
         _add_chdir(sub, argparse.SUPPRESS, dest="chdir_after")
@@ -180,6 +207,9 @@ def _cli_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print escaped
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     _cli_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -304,7 +334,7 @@ def cmd_assistant(args: argparse.Namespace, path: Path) -> int:
         raise
     finally:
         lock.release()
-    return 0
+    return 1 if daemon.fatal else 0
 
 
 def _start_detached(repo: pygit2.Repository, verbose: bool) -> int:
@@ -398,6 +428,7 @@ def _local_status(
         "held": [],
         "large": {},
         "nested": [],
+        "skipped": dict(sorted(committer.skipped.items())),
         "paused": blocked[0] if blocked else None,
         "held_merges": read_held_merges(state_dir(repo)),
         "peers": [],
@@ -406,6 +437,8 @@ def _local_status(
 
 def cmd_status(args: argparse.Namespace, path: Path) -> int:
     repo, identity, settings = _open(path)
+    if args.watch:
+        return _watch_status(args, repo, identity, settings)
     reply = request(socket_path(state_dir(repo)), {"cmd": "status"})
     status = reply if reply and reply.get("ok") else _local_status(repo, identity, settings)
     status.pop("ok", None)
@@ -413,6 +446,36 @@ def cmd_status(args: argparse.Namespace, path: Path) -> int:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         print(format_status(status))
+    return 0
+
+
+def _watch_status(
+    args: argparse.Namespace, repo: pygit2.Repository, identity: NodeIdentity, settings: Settings
+) -> int:
+    """The live view until Ctrl-C or SIGTERM (exit 0). With no assistant running it shows
+    what is uncommitted, rescanned at most every LOCAL_STATUS_EVERY seconds, and waits."""
+    from assistant import logview, watchview
+
+    if args.json:
+        raise UsageError("--watch draws a view for people; use --json without it")
+    if not 0.05 <= args.interval <= 3600:
+        raise UsageError(f"--interval takes 0.05 to 3600 seconds, not {args.interval:g}")
+    sock = socket_path(state_dir(repo))
+    local: tuple[float, dict[str, Any]] | None = None
+
+    def poll() -> dict[str, Any]:
+        nonlocal local
+        reply = request(sock, {"cmd": "status"}, timeout=5.0)
+        if reply and reply.get("ok"):
+            local = None
+            return reply
+        now = time.monotonic()
+        if local is None or now - local[0] >= LOCAL_STATUS_EVERY:
+            local = (now, _local_status(repo, identity, settings))
+        return local[1]
+
+    with logview.stop_on_signals() as stop:
+        watchview.watch(poll, args.interval, sys.stdout, stop.is_set, stop.wait)
     return 0
 
 
@@ -469,6 +532,11 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"large:     {path} ({size} bytes) is over annexsync.largefiles")
     for path in status.get("nested", []):
         lines.append(f"nested:    {path}/ is a git repository of its own and is not committed")
+    skipped = status.get("skipped", {})
+    for path, why in list(skipped.items())[:10]:
+        lines.append(f"skipped:   {quote_path(path)}: {why}")
+    if len(skipped) > 10:
+        lines.append(f"           ... and {len(skipped) - 10} more (annexsync status --json)")
     return "\n".join(lines)
 
 
@@ -549,9 +617,10 @@ def _sync_here(
         if not result.blocked:  # with no remote, still merge what peers pushed here
             from assistant.syncing import sync_with
 
-            report = asyncio.run(
-                sync_with(repo, identity, committer, remotes, settings.resolvemerge)
-            )
+            with bars_on(sys.stderr):
+                report = asyncio.run(
+                    sync_with(repo, identity, committer, remotes, settings.resolvemerge)
+                )
             reply["sync"] = report.as_dict()
     finally:
         lock.release()
@@ -587,7 +656,8 @@ def _transfer(args: argparse.Namespace, path: Path, action: str) -> int:
             "(remotes with annexsync-sync or annexsync-"
             f"{'push' if action == 'push' else 'pull'} set to false are left out)"
         )
-    outcomes = asyncio.run(run_all(action, repo, identity, remotes))
+    with bars_on(sys.stderr):
+        outcomes = asyncio.run(run_all(action, repo, identity, remotes))
     if args.json:
         print(json.dumps([o.__dict__ for o in outcomes], indent=2, sort_keys=True))
     else:
@@ -616,3 +686,11 @@ def cmd_serve(args: argparse.Namespace, path: Path) -> int:
     from assistant.serve import serve
 
     return serve(args.repo, args.hub, args.peer)
+
+
+def cmd_demo(args: argparse.Namespace, path: Path) -> int:
+    """Two or three repositories here, synced live by assistants in this process."""
+    from assistant.demo import run_demo
+
+    directory = path / args.dir if args.dir is not None else None
+    return run_demo(args.nodes, directory, args.keep, args.tour_only)

@@ -44,6 +44,11 @@ def parse_positive_int(key: str, text: str) -> int:
     return value
 
 
+def parse_text(key: str, text: str) -> str:
+    """A free-form value (a command line), surrounding blanks dropped."""
+    return text.strip()
+
+
 def parse_bool(key: str, text: str) -> bool:
     """git's boolean spellings."""
     lowered = text.strip().lower()
@@ -102,6 +107,9 @@ class Settings:
     retrymax: float = 300.0
     fullsync: float = 3600.0
     poll: float = 60.0
+    notifications: bool = True
+    notifyunreachable: float = 3600.0
+    notifycommand: str = ""
 
 
 _PARSERS = {
@@ -116,6 +124,9 @@ _PARSERS = {
     "retrymax": parse_duration,
     "fullsync": parse_duration,
     "poll": parse_duration,
+    "notifications": parse_bool,
+    "notifyunreachable": parse_duration,
+    "notifycommand": parse_text,
 }
 
 
@@ -140,7 +151,7 @@ def settings_from_values(values: dict[str, str], ignore: list[str]) -> Settings:
             f"bad value for annexsync.retrymax: it ({settings.retrymax:g}s) is shorter than "
             f"annexsync.retrydelay ({settings.retrydelay:g}s)"
         )
-    for name in ("fullsync", "poll"):
+    for name in ("fullsync", "poll", "notifyunreachable"):
         value = getattr(settings, name)
         if 0 < value < 1:
             raise ConfigError(f"bad value for annexsync.{name}: it must be 0 (off) or at least 1s")

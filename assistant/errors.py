@@ -25,3 +25,9 @@ class AlreadyRunningError(AnnexsyncError):
 
 class NotRunningError(AnnexsyncError):
     """The command needs a running assistant and there is none."""
+
+
+class UsageError(AnnexsyncError):
+    """Options that make no sense together, or a value out of range: exit 2, as argparse."""
+
+    exit_code = 2

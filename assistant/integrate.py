@@ -13,11 +13,12 @@ from pathlib import Path
 import pygit2
 
 from assistant.autocommit import AutoCommitter
-from assistant.changes import Entry
+from assistant.changes import Entry, quote_path
 from assistant.checkout import (
     Plan,
     UnsafePath,
     apply,
+    blob_size,
     inspect,
     plan,
     restore,
@@ -25,6 +26,7 @@ from assistant.checkout import (
     write_entry,
 )
 from assistant.gitrepo import state_dir
+from assistant.lineage import read_joined, record_joined, unrelated_problem
 from assistant.merge import VARIANT_HEX, Variant, merge_commits, variant_path
 from assistant.names import name_problem
 from assistant.treeedit import entry_at
@@ -133,6 +135,17 @@ def _already_ours(repo: pygit2.Repository, ours: pygit2.Oid | None, theirs: pygi
         return False
 
 
+def _related(repo: pygit2.Repository, ours: pygit2.Oid | None, theirs: pygit2.Oid) -> bool:
+    """Whether ``theirs`` shares any history with ``ours`` (an unborn branch shares with all;
+    a history that cannot be read is left to the merge to judge)."""
+    if ours is None:
+        return True
+    try:
+        return repo.merge_base(ours, theirs) is not None
+    except (pygit2.GitError, KeyError, ValueError):
+        return True
+
+
 def _changed(old: pygit2.Tree | None, new: pygit2.Tree) -> set[str]:
     diff = new.diff_to_tree(old, swap=True) if old is not None else new.diff_to_tree(swap=True)
     return {p for d in diff.deltas for p in (d.old_file.path, d.new_file.path)}
@@ -161,14 +174,15 @@ def _keep_merged_versions(
         entry = work.write.get(path)
         if entry is None:
             continue  # the merge removed the file: the user's version is all there is
-        current = read_path(root, path, largefiles=1 << 62)
+        size = blob_size(repo, entry)
+        current = read_path(root, path, largefiles=size)
         if isinstance(current, Present) and current.entry == entry:
             continue
         kept_at = None
         digits = VARIANT_HEX
         while kept_at is None and digits <= len(entry.oid):
             candidate = variant_path(path, entry.oid, digits)
-            there = read_path(root, candidate, largefiles=1 << 62)
+            there = read_path(root, candidate, largefiles=size)
             if isinstance(there, Present) and there.entry == entry:
                 kept_at = candidate  # already beside it
             elif isinstance(there, Absent) and not (root / candidate).is_dir():
@@ -184,6 +198,19 @@ def _keep_merged_versions(
         log.warning("kept both versions of %s: the merged one is %s", path, kept_at)
         written.append(kept_at)
     return written
+
+
+def _report_unwritable(committer: AutoCommitter, failed: dict[str, str]) -> None:
+    """Paths the merge brought that this filesystem cannot hold: said once each; they stay in
+    the commit (and on every peer that can hold them), and their absence here is never
+    committed as a deletion."""
+    for path, why in sorted(failed.items()):
+        log.error(
+            "cannot write %s: %s; it stays in the commit, but not on disk here",
+            quote_path(path),
+            why,
+        )
+    committer.note_unwritable(failed)
 
 
 def integrate(
@@ -205,6 +232,8 @@ def _integrate(
     committer: AutoCommitter, resolve: bool, pull_from: set[str] | None, scan: bool
 ) -> IntegrateResult:
     repo = committer.repo
+    state = state_dir(repo)
+    joined = read_joined(state)
     stubborn: set[str] = set()
     for attempt in range(ATTEMPTS):
         blocked = committer.blocked_reason()
@@ -225,10 +254,14 @@ def _integrate(
         head = ref.peel(pygit2.Commit) if ref is not None else None
         result = IntegrateResult()
         target = head.id if head is not None else None
+        ours: list[str] = []  # incoming refs whose history is already in ours
         for name, oid in incoming_refs(repo, short, pull_from):
             if _already_ours(repo, target, oid):
+                ours.append(name)
                 continue
             refused = refused_incoming(repo, name, target, oid)
+            if refused is None and name in joined:
+                refused = unrelated_problem(name, short, True, _related(repo, target, oid))
             if refused is not None:
                 result.held_back[name] = refused
                 level = logging.DEBUG if (name, str(oid)) in _refused_seen else logging.WARNING
@@ -241,6 +274,8 @@ def _integrate(
                 continue
             try:
                 outcome = merge_commits(repo, target, oid)
+            except OSError as exc:  # a full disk: nothing was changed yet, try again later
+                return IntegrateResult(paused=f"cannot write to the repository: {exc}")
             except (pygit2.GitError, KeyError, ValueError) as exc:
                 # whatever libgit2 refuses in a peer's commit holds back that commit only
                 result.held_back[name] = f"cannot be merged: {exc}"
@@ -262,6 +297,7 @@ def _integrate(
         if target is None or (head is not None and target == head.id):
             result.kind = "up-to-date"
             result.merged = []
+            record_joined(state, joined, ours)
             return result
         old_tree = head.tree if head is not None else None
         new_tree = repo[target].tree  # type: ignore[attr-defined]
@@ -282,8 +318,9 @@ def _integrate(
             continue
         if committer.git_moved(branch, before):
             continue
+        failed: dict[str, str] = {}
         try:
-            done, kept = apply(repo, committer.root, work, stamps)
+            done, kept = apply(repo, committer.root, work, stamps, failed)
         except (UnsafePath, OSError) as exc:
             log.error("cannot update the working tree: %s; merge postponed", exc)
             return IntegrateResult(paused=f"cannot update the working tree: {exc}")
@@ -293,20 +330,29 @@ def _integrate(
             continue
         committer.adopt(str(target), _entries(new_tree, changed))
         try:
-            if ref is None:
-                repo.references.create(branch, target, force=False)
-            else:
-                ref.set_target(target, f"annexsync: {result.kind}")
+            # Noted like a commit's: a crash while git's lock is held leaves it for the next
+            # start to clear, where it used to block every commit and merge for good.
+            with committer.locks.creating(f"{branch}.lock"):
+                if ref is None:
+                    repo.references.create(branch, target, force=False)
+                else:
+                    ref.set_target(target, f"annexsync: {result.kind}")
+        except OSError as exc:  # a full disk
+            restore(repo, committer.root, old_tree, work, done)
+            return IntegrateResult(paused=f"cannot write to the repository: {exc}")
         except (pygit2.GitError, pygit2.AlreadyExistsError):
             log.info("the branch moved during the merge; undoing the update and merging again")
             restore(repo, committer.root, old_tree, work, done)
             continue
+        if failed:
+            _report_unwritable(committer, failed)
         committer.sync_index()
         if kept:
             log.info("kept the local version of %s, changed during the merge", ", ".join(kept))
             committer.commit_paths(kept + _keep_merged_versions(repo, committer.root, work, kept))
             committer.sync_index()
         result.head = str(repo.head.target)
+        record_joined(state, joined, ours + result.merged)
         for variant in result.variants:
             log.warning(
                 "kept both versions of %s: the other one is %s", variant.path, variant.variant

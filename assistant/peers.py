@@ -7,12 +7,15 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pygit2
 
+from assistant.activity import labelled
 from assistant.driveid import ABSENT_SUMMARY, PeerRepository, check_local_peer
 from assistant.errors import AnnexsyncError
+from assistant.lineage import record_pushed
 from assistant.node import NodeIdentity
 from assistant.protocol.fetch import fetch
 from assistant.protocol.pktline import ProtocolError
@@ -218,15 +221,18 @@ async def push_to(
         where = transport.describe()
         channel = await transport.open("git-receive-pack", remote.location.path)
         try:
-            result = await within(
-                push(channel, repo, updates, where, remote.location.path), OPERATION_TIMEOUT
-            )
+            with labelled(remote.name):
+                result = await within(
+                    push(channel, repo, updates, where, remote.location.path), OPERATION_TIMEOUT
+                )
         except BaseException:
             channel.abort()
             raise
     except (AnnexsyncError, ProtocolError, TimeoutError, OSError) as exc:
         return Outcome(remote.name, False, f"error: {_message(exc)}")
     ok, summary = describe_push(result)
+    if ok:  # its history is ours now: a later unrelated one is refused (assistant/lineage.py)
+        record_pushed(Path(repo.path) / "annexsync", remote.name, tips)
     return Outcome(
         remote.name,
         ok,
@@ -247,16 +253,17 @@ async def fetch_from(peers: Peers, repo: pygit2.Repository, remote: Remote) -> O
         transport = peers.transport(remote)
         channel = await transport.open("git-upload-pack", remote.location.path)
         try:
-            result = await within(
-                fetch(
-                    channel,
-                    repo,
-                    lambda ref: fetch_target(ref, remote.name),
-                    transport.describe(),
-                    remote.location.path,
-                ),
-                OPERATION_TIMEOUT,
-            )
+            with labelled(remote.name):
+                result = await within(
+                    fetch(
+                        channel,
+                        repo,
+                        lambda ref: fetch_target(ref, remote.name),
+                        transport.describe(),
+                        remote.location.path,
+                    ),
+                    OPERATION_TIMEOUT,
+                )
         except BaseException:
             channel.abort()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 
 import pygit2
@@ -26,6 +27,17 @@ def _apply(
     repo: pygit2.Repository, base: pygit2.Tree | None, edits: dict[tuple[str, ...], Entry | None]
 ) -> pygit2.Oid | None:
     builder = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
+    # names that are not UTF-8 (git takes any bytes; libgit2's builder only UTF-8 text)
+    raw: dict[bytes, tuple[pygit2.Oid, int]] = {}
+
+    def insert(name: str, oid: pygit2.Oid, mode: int) -> None:
+        try:
+            builder.insert(name, oid, mode)
+        except UnicodeEncodeError:
+            if builder.get(name) is not None:
+                builder.remove(name)
+            raw[os.fsencode(name)] = (oid, mode)
+
     deeper: dict[str, dict[tuple[str, ...], Entry | None]] = {}
     for parts, entry in edits.items():
         if len(parts) > 1:
@@ -36,7 +48,7 @@ def _apply(
             if builder.get(name) is not None:
                 builder.remove(name)
         else:
-            builder.insert(name, pygit2.Oid(hex=entry.oid), entry.mode)
+            insert(name, pygit2.Oid(hex=entry.oid), entry.mode)
     for name, sub_edits in deeper.items():
         existing = builder.get(name)
         subtree = None
@@ -47,10 +59,26 @@ def _apply(
             if existing is not None and existing.filemode == MODE_TREE:
                 builder.remove(name)
         else:
-            builder.insert(name, new, MODE_TREE)
+            insert(name, new, MODE_TREE)
+    if raw:
+        return _with_raw_names(repo, builder.write(), raw)
     if len(builder) == 0:
         return None
     return builder.write()
+
+
+def _with_raw_names(
+    repo: pygit2.Repository, tree: pygit2.Oid, extra: dict[bytes, tuple[pygit2.Oid, int]]
+) -> pygit2.Oid:
+    """Write ``tree`` plus ``extra`` entries named by raw bytes, in git's own tree format and
+    order (a subtree sorts as if its name ended in '/')."""
+    entries = {e.raw_name: (e.id, e.filemode) for e in repo[tree]}  # type: ignore[attr-defined]
+    entries.update(extra)
+    ordered = sorted(
+        entries.items(), key=lambda item: item[0] + (b"/" if item[1][1] == MODE_TREE else b"")
+    )
+    data = b"".join(b"%o %s\0%s" % (mode, name, oid.raw) for name, (oid, mode) in ordered)
+    return repo.write(pygit2.enums.ObjectType.TREE, data)
 
 
 def entry_at(tree: pygit2.Tree | None, path: str) -> pygit2.Object | None:

@@ -29,9 +29,13 @@ def isolated_git_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         "[user]\n\tname = Test User\n\temail = test@example.com\n"
         "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
     )
-    saved = {k: os.environ.get(k) for k in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM")}
+    keys = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "DBUS_SESSION_BUS_ADDRESS")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["GIT_CONFIG_GLOBAL"] = str(config)
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
+    # No assistant under test reaches the desktop's notification service; the notification
+    # tests start a session bus of their own.
+    os.environ["DBUS_SESSION_BUS_ADDRESS"] = f"unix:path={home}/no-session-bus"
     for level in (pygit2.enums.ConfigLevel.GLOBAL,):
         with contextlib.suppress(Exception):
             pygit2.settings.search_path[level] = str(home)
@@ -123,6 +127,15 @@ def commit_count(repo: Path) -> int:
     return int(out) if out.isdigit() else 0
 
 
+def new_node(parent: Path, name: str) -> Path:
+    """A fresh repository at ``parent/name`` with its node identity recorded as ``name``."""
+    path = parent / name
+    path.mkdir()
+    git(path, "init", "-q")
+    assert annexsync("-C", str(path), "init", "--name", name).returncode == 0
+    return path
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh, empty (unborn) non-bare repository."""
@@ -135,8 +148,9 @@ def repo(tmp_path: Path) -> Path:
 class Daemon:
     """A real ``annexsync assistant --foreground`` process on a repository."""
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, wrapper: tuple[str, ...] = ()) -> None:
         self.repo = repo
+        self.wrapper = wrapper  # a command the assistant runs under, such as setpriv
         self.log = repo.parent / f"assistant-{repo.name}.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -148,6 +162,7 @@ class Daemon:
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 [
+                    *self.wrapper,
                     sys.executable,
                     "-m",
                     "assistant",
@@ -198,12 +213,12 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon_factory() -> Iterator[Callable[[Path], Daemon]]:
+def daemon_factory() -> Iterator[Callable[..., Daemon]]:
     """Start assistants on repositories; each is stopped (by its own PID) afterwards."""
     started: list[Daemon] = []
 
-    def make(path: Path) -> Daemon:
-        d = Daemon(path)
+    def make(path: Path, wrapper: tuple[str, ...] = ()) -> Daemon:
+        d = Daemon(path, wrapper)
         started.append(d)
         return d
 

@@ -12,6 +12,12 @@ command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# desktop notifications: a session bus, a virtual display, a notification server, its clients
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+command -v dunst >/dev/null 2>&1 || missing+=(dunst)
+command -v gdbus >/dev/null 2>&1 || missing+=(libglib2.0-bin)
+command -v notify-send >/dev/null 2>&1 || missing+=(libnotify-bin)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

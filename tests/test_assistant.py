@@ -22,6 +22,7 @@ from conftest import (
     git,
     head_files,
     head_modes,
+    mounted_tmpfs,
     wait_until,
 )
 
@@ -619,6 +620,40 @@ def test_index_lock_held_by_another_process_blocks_commits_until_released(
     wait_until(lambda: head_files(repo).get("second.txt") == b"2\n")
     assert commit_count(repo) == count + 1
     wait_clean(repo)
+
+
+def test_full_disk_pauses_auto_commit_and_the_change_commits_once_there_is_room(
+    tmp_path: Path, daemon_factory: Factory
+) -> None:
+    """A commit that cannot write its objects (the disk is full) keeps its changes pending and
+    is retried; it used to crash the committer, which dropped the batch until the next rescan."""
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        repo = disk / "work"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        d = daemon_factory(repo)
+        d.log = tmp_path / "assistant.stderr"  # off the disk that fills up
+        d.start()
+        try:
+            write(repo / "first.txt", "1\n")
+            wait_until(lambda: "first.txt" in head_files(repo))
+            ballast = disk / "ballast"
+            with open(repo / "second.txt", "wb") as f:  # not committed before it is closed
+                f.write(b"written before the disk filled up\n")
+                f.flush()
+                stat = os.statvfs(disk)
+                with open(ballast, "wb") as b:
+                    os.posix_fallocate(b.fileno(), 0, stat.f_bavail * stat.f_frsize)
+            wait_until(lambda: "No space left" in (d.status()["paused"] or ""), timeout=15)
+            assert "second.txt" not in head_files(repo)
+            ballast.unlink()
+            wait_until(lambda: "second.txt" in head_files(repo), timeout=15)
+            assert d.status()["paused"] is None
+            assert d.proc is not None and d.proc.poll() is None
+            assert "committer crashed" not in d.stderr(), d.stderr()
+        finally:
+            d.stop()
+            d.kill()
 
 
 def test_detached_head_pauses_auto_commit_and_says_so(repo: Path, daemon: Daemon) -> None:

@@ -413,20 +413,19 @@ def test_all_odd_names_in_one_commit(repo: Path) -> None:
     assert porcelain(repo) == ""
 
 
-def test_name_that_is_not_utf8_is_skipped_with_one_warning(
-    repo: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_name_that_is_not_utf8_is_committed_byte_for_byte_as_git_does(repo: Path) -> None:
     ac = engine(repo)
     put(repo, "good.txt", "g")
     with open(os.path.join(os.fsencode(repo), b"bad\xff.txt"), "wb") as bad:
         bad.write(b"b")
 
-    with caplog.at_level(logging.WARNING, logger="annexsync"):
-        ac.commit_paths([""])
-        ac.commit_paths([""])
+    result = ac.commit_paths([""])
 
-    assert head_files(repo) == {"good.txt": b"g"}
-    assert len([r for r in caplog.records if "UTF-8" in r.getMessage()]) == 1
+    assert head_files(repo) == {"good.txt": b"g", os.fsdecode(b"bad\xff.txt"): b"b"}
+    assert 'A "bad\\377.txt"' in ac.repo[result.commit].message  # type: ignore[index]
+    assert ac.commit_paths([""]).commit is None
+    assert ac.sync_index()
+    assert porcelain(repo) == ""
     assert_fsck_clean(repo)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -543,6 +544,25 @@ def test_checkout_that_has_written_the_tree_but_not_yet_moved_head_is_not_commit
     time.sleep(ac.git_settle)
     assert ac.commit_paths(["f.txt"]).commit is None  # disk matches side: nothing to commit
     assert git(repo, "rev-parse", "main").strip() == main_before
+
+
+def test_git_files_dated_in_the_future_do_not_pause_commits(repo: Path) -> None:
+    """HEAD and the index written just before the clock was set back (or on a file server
+    whose clock runs ahead) carry a time in the future: that is no sign of git at work, and
+    it used to pause auto-commit until the clock caught up."""
+    user_commit(repo, "base", {"f.txt": "v1\n"})
+    ac = AutoCommitter(
+        pygit2.Repository(str(repo)), ensure_initialised(pygit2.Repository(str(repo))), Settings()
+    )
+    put(repo, "f.txt", "v2\n")
+    hour_ahead = time.time_ns() + 3600 * 10**9
+    for name in ("HEAD", "index"):
+        os.utime(repo / ".git" / name, ns=(hour_ahead, hour_ahead))
+
+    result = ac.commit_paths(["f.txt"])
+
+    assert result.blocked is None and result.commit is not None
+    assert head_files(repo) == {"f.txt": b"v2\n"}
 
 
 def test_index_lock_taken_while_the_tree_is_read_stops_the_commit(

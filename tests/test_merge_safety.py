@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pygit2
 import pytest
-from conftest import annexsync, git, head_files
+from conftest import ROOT, annexsync, git, head_files, mounted_tmpfs
+from test_autocommit import engine
 from test_sync import disk_files, incoming, put, seeded_engine, user_edit
 
 import assistant.integrate as integrate_module
@@ -89,6 +92,97 @@ def test_a_folder_replaced_by_a_symlink_is_held_whole_by_the_deletion_guard(
     after = head_files(repo)
     assert after["d"] == os.fsencode(elsewhere)
     assert not any(p.startswith("d/") for p in after)
+
+
+def test_a_merge_that_cannot_write_its_tree_on_a_full_disk_pauses_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Both sides changed files, so the merge writes new trees; with the disk full it pauses
+    (the daemon tries again), where it used to raise and crash the merge loop."""
+    with mounted_tmpfs(tmp_path / "disk", "4m") as disk:
+        repo = disk / "work"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        ac = seeded_engine(repo, {"a/notes.md": "base\n", "b/other.txt": "o\n"})
+        seed = ac.repo.head.target
+        put(repo, "a/notes.md", "ours\n")
+        assert ac.commit_paths(["a/notes.md"]).commit is not None
+        ours = ac.repo.head.target
+        peer = incoming(ac, {"b/other.txt": "theirs\n"}, parent=seed)
+        ballast = disk / "ballast"
+        with open(ballast, "wb") as b:
+            stat = os.statvfs(disk)
+            os.posix_fallocate(b.fileno(), 0, stat.f_bavail * stat.f_frsize)
+
+        result = integrate(ac)
+
+        assert result.paused is not None and "No space left" in result.paused, result.paused
+        assert ac.repo.head.target == ours
+        assert disk_files(repo) == {"a/notes.md": b"ours\n", "b/other.txt": b"o\n"}
+        ballast.unlink()
+        assert integrate(ac).paused is None
+        assert ac.repo.descendant_of(ac.repo.head.target, peer)
+        assert disk_files(repo) == {"a/notes.md": b"ours\n", "b/other.txt": b"theirs\n"}
+
+
+KILLED_IN_REF_UPDATE = """
+import os, sys
+import pygit2
+from assistant.autocommit import AutoCommitter
+from assistant.config import Settings
+from assistant.integrate import integrate
+from assistant.node import ensure_initialised
+
+class Killed:
+    '''The branch, but the process dies inside its update, holding git's lock file.'''
+    def __init__(self, ref, gitdir):
+        self._ref, self._gitdir = ref, gitdir
+    def __getattr__(self, name):
+        return getattr(self._ref, name)
+    def set_target(self, *args, **kwargs):
+        open(os.path.join(self._gitdir, "refs", "heads", "main.lock"), "x").close()
+        os._exit(137)
+
+class Repository(pygit2.Repository):
+    def lookup_reference(self, name):
+        ref = super().lookup_reference(name)
+        return Killed(ref, self.path) if name == "refs/heads/main" else ref
+
+repo = Repository(sys.argv[1])
+committer = AutoCommitter(repo, ensure_initialised(repo), Settings())
+committer.git_settle = 0.0
+integrate(committer)
+"""
+
+
+def test_a_kill_inside_the_merges_branch_update_leaves_no_lock_that_blocks_the_next_start(
+    repo: Path,
+) -> None:
+    """kill -9 while git's lock on the branch is held: the next start clears it, as it does
+    for a commit's, where it used to make every later commit and merge fail."""
+    ac = seeded_engine(repo, {"notes.md": "base\n", "other.txt": "o\n"})
+    seed = ac.repo.head.target
+    put(repo, "notes.md", "ours\n")
+    assert ac.commit_paths(["notes.md"]).commit is not None
+    peer = incoming(ac, {"other.txt": "theirs\n"}, parent=seed)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_REF_UPDATE, str(repo)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 137, child.stderr
+    assert (repo / ".git" / "refs" / "heads" / "main.lock").exists()
+
+    restarted = engine(repo)  # the next start: clears what a crash left, then merges
+    assert restarted.locks.clear_stale() == ["refs/heads/main.lock"]
+    result = integrate(restarted)
+
+    assert result.paused is None, result.paused
+    assert restarted.repo.descendant_of(restarted.repo.head.target, peer)
+    assert disk_files(repo) == {"notes.md": b"ours\n", "other.txt": b"theirs\n"}
 
 
 def test_a_path_that_cannot_be_committed_here_does_not_stop_merging(repo: Path) -> None:

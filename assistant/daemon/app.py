@@ -14,12 +14,15 @@ from typing import Any
 
 import pygit2
 
+from assistant.activity import Activity
 from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.control import ControlServer, socket_path
 from assistant.daemon.drives import DriveWatch
 from assistant.daemon.limits import FALLBACK_RESCAN, count_dirs, read_watch_limit, watch_shortage
+from assistant.daemon.notifier import Notifier
+from assistant.daemon.presence import GitDirHandle
 from assistant.daemon.replicator import Replicator
 from assistant.daemon.wakeups import Wakeups
 from assistant.daemon.watcher import TreeWatcher
@@ -56,10 +59,14 @@ class Assistant:
         self.state = state_dir(repo)
         self.worker = RepoWorker()
         self.committer = AutoCommitter(repo, identity, settings)
+        self.activity = Activity()
+        self._status_repo: pygit2.Repository | None = None
+        self._status_lock = asyncio.Lock()
         self.actor: CommitActor | None = None
         self.replicator: Replicator | None = None
         self.drives: DriveWatch | None = None
         self.wakeups: Wakeups | None = None
+        self.notifier: Notifier | None = None
         self._config_timer: asyncio.TimerHandle | None = None
         self.watcher: TreeWatcher | None = None
         self.watch_mode = "starting"
@@ -67,6 +74,8 @@ class Assistant:
         self.directories = 0
         self.rescan_interval = settings.rescan
         self.stop_event: asyncio.Event | None = None
+        self.fatal: str | None = None  # why the assistant stopped by itself (exit non-zero)
+        self.gitdir = GitDirHandle(Path(repo.path))
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -77,7 +86,7 @@ class Assistant:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        self.actor = CommitActor(self.worker, self.committer, self.settings)
+        self.actor = CommitActor(self.worker, self.committer, self.settings, self.activity)
         self.replicator = Replicator(
             self.repo,
             self.root,
@@ -90,6 +99,11 @@ class Assistant:
         )
         self.actor.on_commit = self.replicator.committed
         replicator = self.replicator
+        self.notifier = Notifier(
+            self.repo.path, self.root, self.identity.name, self.settings,
+            peers=lambda: replicator.status, held=lambda: len(self.committer.held),
+        )  # fmt: skip
+        self.activity.subscribe(self.notifier.event)
         self.drives = DriveWatch(  # local-path peers: synced when their drive is mounted
             [r for r in read_remotes(self.repo, self.root) if r.sync],
             on_present=lambda name: replicator.drive_present(name, True),
@@ -106,13 +120,15 @@ class Assistant:
             self._spawn("sanity", self._sanity_loop)
             self._spawn("replicator", self.replicator.run)
             self._spawn("drives", self.drives.start)  # a slow drive must not delay readiness
+            self._spawn("notifier", self.notifier.run)
             self.wakeups = Wakeups(self._woken)
             self._spawn("wakeups", self.wakeups.run)
             log.info("assistant started on %s (pid %d)", self.root, os.getpid())
             self.started.set()
             on_ready()
             await self.stop_event.wait()
-            log.info("stopping: committing what is pending")
+            if self.fatal is None:
+                log.info("stopping: committing what is pending")
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
@@ -123,12 +139,15 @@ class Assistant:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await self.actor.flush(patience=2.0)
+                if self.fatal is None:  # a deleted repository has nowhere to commit to
+                    await self.actor.flush(patience=2.0)
             finally:
                 await self.replicator.close()
                 await control.close()
                 self.worker.close()
-            log.info("assistant stopped")
+                self.gitdir.close()
+            if self.fatal is None:
+                log.info("assistant stopped")
 
     def stop(self) -> None:
         if self.stop_event is not None:
@@ -207,6 +226,8 @@ class Assistant:
                     replicator.reload_remotes()
                 except AnnexsyncError as exc:
                     log.error("the remotes were not reloaded: %s", exc)
+                if self.notifier is not None:
+                    self.notifier.reload()
 
             self._config_timer = asyncio.get_running_loop().call_later(CONFIG_SETTLE, reload)
 
@@ -219,10 +240,20 @@ class Assistant:
             self._spawn("drive check", self.drives.check)
 
     def _root_gone(self) -> None:
+        if self._deleted():
+            return
         log.error(
             "the working tree root %s vanished; nothing will be committed until it returns",
             self.root,
         )
+
+    def _deleted(self) -> bool:
+        """When the repository was deleted (not merely out of reach), stop with one line."""
+        if self.fatal is None and self.gitdir.deleted():
+            self.fatal = f"the repository {self.root} was deleted; the assistant stops"
+            log.error("%s", self.fatal)
+            self.stop()
+        return self.fatal is not None
 
     async def _sanity_loop(self) -> None:
         """Rescan on schedule; restart a watcher that died; retry watching after a shortage."""
@@ -232,6 +263,8 @@ class Assistant:
         next_watch_try = loop.time() + WATCH_RETRY
         while True:
             await asyncio.sleep(min(HEALTH_INTERVAL, self.rescan_interval))
+            if self._deleted():
+                return
             await asyncio.to_thread(clear_stale_ref_locks, Path(self.repo.path), time.time())
             if self.watcher is not None and not self.watcher.healthy():
                 log.error("the file watcher stopped; rescanning until it is back")
@@ -325,16 +358,23 @@ class Assistant:
                 blocking=self.worker.run,
                 peers=self.replicator.peers,
             )
+            self.replicator.tell_merge(report.merge)
             reply["sync"] = report.as_dict()
             reply["ok"] = reply["ok"] and report.ok
         return reply
 
-    def _head_info(self) -> dict[str, Any]:
-        return head_info(self.repo)
+    async def _head_info(self) -> dict[str, Any]:
+        """Branch and last commit, read through a handle of status's own on another thread:
+        through the worker, status would wait for a long merge or checkout to end, and a
+        live view would freeze just when it has progress to show."""
+        async with self._status_lock:
+            if self._status_repo is None:
+                self._status_repo = pygit2.Repository(self.repo.path)
+            return await asyncio.to_thread(head_info, self._status_repo)
 
     async def status(self) -> dict[str, Any]:
         assert self.actor is not None
-        info = await self.worker.run(self._head_info)
+        info = await self._head_info()
         pending = self.actor.batcher.paths()
         return {
             "running": True,
@@ -349,6 +389,7 @@ class Assistant:
             "held": sorted(self.committer.held),
             "large": dict(sorted(self.committer.large.items())),
             "nested": sorted(self.committer.nested),
+            "skipped": dict(sorted(self.committer.skipped.items())[:200]),
             "paused": self.actor.blocked,
             "held_merges": read_held_merges(self.state),
             "commits": self.actor.commits,
@@ -359,6 +400,8 @@ class Assistant:
                 "message": self.watch_message,
             },
             "peers": self.replicator.describe() if self.replicator else [],
+            "activity": self.activity.recent(),
+            "progress": self.activity.running(),
             "wakeups": self.wakeups.status().as_dict() if self.wakeups else None,
         }
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
+from assistant.activity import Activity
 from assistant.autocommit import AutoCommitter, CommitResult
 from assistant.batching import Batcher
 from assistant.config import Settings
@@ -27,9 +28,16 @@ INDEX_QUIET_MAX = 1.0
 class CommitActor:
     """Owns the batcher; the only caller of the AutoCommitter while the daemon runs."""
 
-    def __init__(self, worker: RepoWorker, committer: AutoCommitter, settings: Settings) -> None:
+    def __init__(
+        self,
+        worker: RepoWorker,
+        committer: AutoCommitter,
+        settings: Settings,
+        activity: Activity | None = None,
+    ) -> None:
         self.worker = worker
         self.committer = committer
+        self.activity = activity or Activity()
         self.batcher = Batcher(settings.delay, settings.maxdelay, settings.maxbatch)
         self.blocked: str | None = None
         self.commits = 0
@@ -115,10 +123,21 @@ class CommitActor:
             self.blocked = None
         if result.requeue:
             self.note_many(result.requeue)
+        if result.held:
+            held = sorted(self.committer.held)
+            self.activity.emit(
+                "held",
+                f"holding {len(held)} deletion{'s' if len(held) != 1 else ''} "
+                "(mass-deletion guard)",
+                paths=held[:100],
+                count=len(held),
+            )
         if result.commit:
             self._last_commit = self._now()
             self.commits += 1
-            log.info("committed %s %s", result.commit[:10], self.committer.last_summary)
+            summary = self.committer.last_summary
+            log.info("committed %s %s", result.commit[:10], summary)
+            self.activity.emit("commit", f"committed {summary}", commit=result.commit)
             if self.on_commit is not None:
                 self.on_commit()
 

@@ -119,8 +119,8 @@ def setup_logging(state: Path, node: str, to_stderr: bool, verbose: bool = False
         "%(asctime)s.%(msecs)03d %(node)s %(actor)s: %(message)s", "%Y-%m-%d %H:%M:%S"
     )
     handlers: list[logging.Handler] = [
-        logging.handlers.RotatingFileHandler(
-            state / LOG_NAME, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS
+        logging.handlers.RotatingFileHandler(  # a name that is not UTF-8 cannot break it
+            state / LOG_NAME, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS, errors="backslashreplace"
         )
     ]
     if to_stderr:

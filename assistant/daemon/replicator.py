@@ -22,13 +22,14 @@ from typing import Any
 import pygit2
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from assistant.activity import reporting_to
 from assistant.autocommit import AutoCommitter
 from assistant.config import Settings
 from assistant.daemon.committer import CommitActor
 from assistant.daemon.listener import ChangeListener, ListenerState, object_lookup
 from assistant.daemon.streaming import StreamSink
 from assistant.daemon.worker import RepoWorker
-from assistant.integrate import has_incoming, integrate
+from assistant.integrate import IntegrateResult, has_incoming, integrate
 from assistant.node import NodeIdentity
 from assistant.notify import streaming_nodes
 from assistant.peers import Outcome, Peers, branch_tips, fetch_from, push_to
@@ -114,6 +115,7 @@ class Replicator:
         actor: CommitActor,
         spawn: Callable[[str, Callable[[], Awaitable[None]]], None],
     ) -> None:
+        self.activity = actor.activity
         self.identity = identity
         self.settings = settings
         self.committer = committer
@@ -248,9 +250,7 @@ class Replicator:
 
     def _read_remotes(self) -> dict[str, Remote]:
         return {
-            r.name: r
-            for r in read_remotes(self.repo, self.root)
-            if r.sync and (r.push or r.pull)
+            r.name: r for r in read_remotes(self.repo, self.root) if r.sync and (r.push or r.pull)
         }
 
     def _start_peer(self, name: str, remote: Remote) -> None:
@@ -335,15 +335,36 @@ class Replicator:
 
     async def _merge(self, pulls: set[str]) -> None:
         await self.actor.flush(patience=2.0)  # local edits are committed first
-        result = await self.worker.run(
-            integrate, self.committer, self.settings.resolvemerge, pulls, False
-        )
+        with reporting_to(self.activity, "merge"):
+            result = await self.worker.run(
+                integrate, self.committer, self.settings.resolvemerge, pulls, False
+            )
         if result.paused:
             log.warning("merge paused: %s; trying again in %gs", result.paused, MERGE_RETRY)
             asyncio.get_running_loop().call_later(MERGE_RETRY, self._want_merge.set)
         elif result.head is not None:
             log.info("merged %s (%s)", ", ".join(result.merged), result.kind)
+            self.tell_merge(result)
             self.committed()
+
+    def tell_merge(self, result: IntegrateResult) -> None:
+        """The feed's news of a merge that moved the branch, and of each variant it kept."""
+        if result.head is None or result.kind == "up-to-date":
+            return
+        self.activity.emit(
+            "merge",
+            f"merged {', '.join(result.merged)} ({result.kind})",
+            refs=list(result.merged),
+            how=result.kind,
+        )
+        for variant in result.variants:
+            self.activity.emit(
+                "variant",
+                f"kept both versions of {variant.path}; the other is {variant.variant}",
+                path=variant.path,
+                variant=variant.variant,
+                reason=variant.reason,
+            )
 
     async def _peer_loop(self, name: str) -> None:
         remote = self.remotes[name]
@@ -367,7 +388,8 @@ class Replicator:
         was_absent = self.status[name].state is PeerState.ABSENT
         self.status[name] = self.status[name].on_attempt()
         try:
-            outcome, pushed, deferred = await self._exchange(remote, work)
+            with reporting_to(self.activity):
+                outcome, pushed, deferred = await self._exchange(remote, work)
         except Exception as exc:  # a bug or an odd filesystem: a failure, never a stuck peer
             log.exception("%s: sync failed", name)
             outcome, pushed, deferred = Outcome(name, False, f"error: {exc}"), False, False
@@ -423,14 +445,11 @@ class Replicator:
         now = time.time()
         name = remote.name
         current = self.status[name]
+        self._tell(current, outcome, now)
         if outcome.ok:
             # Still pending: commits made meanwhile, a push held back for a merge, or a push
             # this attempt did not do.
-            pending = (
-                PUSH in self._want[name]
-                or deferred
-                or (current.pending_push and not pushed)
-            )
+            pending = PUSH in self._want[name] or deferred or (current.pending_push and not pushed)
             self.status[name] = current.on_success(now, pending_push=pending)
             log.debug("%s", outcome.line())
         elif outcome.absent:
@@ -443,6 +462,24 @@ class Replicator:
             self._schedule_retry(name)
             delay = max(0.0, (self.status[name].next_retry_at or now) - now)
             log.info("%s; retrying in %.1fs", outcome.line(), delay)
+
+    def _tell(self, before: PeerStatus, outcome: Outcome, now: float) -> None:
+        """The feed's news from one attempt: what moved, and a peer lost or found again."""
+        name = outcome.remote
+        if outcome.ok:
+            if before.offline_since is not None:
+                after = now - before.offline_since
+                self.activity.emit(
+                    "peer-back", f"{name} is reachable again", remote=name, after=after
+                )
+            moved = [ref for ref, r in outcome.refs.items() if r.get("status", "ok") == "ok"]
+            if moved:
+                kind = "push" if any("status" in r for r in outcome.refs.values()) else "fetch"
+                self.activity.emit(kind, outcome.line(), remote=name, refs=moved)
+        elif not outcome.absent and before.failures == 0:
+            self.activity.emit(
+                "peer-lost", outcome.line(), remote=name, error=outcome.summary, since=now
+            )
 
     # --- timers --------------------------------------------------------------------------
     def _schedule_retry(self, name: str) -> None:

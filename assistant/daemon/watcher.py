@@ -7,10 +7,12 @@ import contextlib
 import logging
 import os
 import stat
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import (
+    DirAttribEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
@@ -30,6 +32,10 @@ from assistant.ignore import is_builtin_temp_name
 
 log = logging.getLogger("annexsync.watcher")
 
+# watchdog warns (on stderr, with every watched path in one line, megabytes in a deep tree)
+# when a directory's path is too long to watch; the committer reports those paths itself.
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"watchdog\.")
+
 # watchdog holds an unmatched IN_MOVED_FROM for 0.5 s (blocking every later event) while it
 # waits for its IN_MOVED_TO; the kernel queues the pair back to back, so 20 ms is ample.
 InotifyMoveEventGrouper.delay = 0.02
@@ -39,6 +45,7 @@ EVENTS = [
     DirCreatedEvent,
     FileModifiedEvent,
     FileAttribEvent,
+    DirAttribEvent,  # a directory made readable again: what is below it is looked at anew
     FileDeletedEvent,
     DirDeletedEvent,
     FileMovedEvent,
@@ -144,9 +151,13 @@ class TreeWatcher:
                 continue
             rel = self._relative(path)
             if rel is None:
-                if path.startswith(self._git_prefix):
+                if path == self.gitdir and removed:  # the repository deleted under us
+                    self.loop.call_soon_threadsafe(self.on_root_gone)
+                elif path.startswith(self._git_prefix):
                     name = path[len(self._git_prefix) :]
-                    if name in GIT_SIGNALS:
+                    if name == "HEAD" and removed:  # git replaces HEAD, only rm takes it
+                        self.loop.call_soon_threadsafe(self.on_root_gone)
+                    elif name in GIT_SIGNALS:
                         self.loop.call_soon_threadsafe(self.on_git)
                     elif name == "config" and self.on_config is not None:
                         self.loop.call_soon_threadsafe(self.on_config)

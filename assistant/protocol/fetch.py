@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import pygit2
 
+from assistant.activity import Progress, progress
 from assistant.protocol.pktline import ProtocolError, encode, encode_lines, strip_newline
+from assistant.protocol.progress import follow
 from assistant.protocol.push import AGENT
 from assistant.protocol.stream import PacketReader, SideBandError, demux, read_advertisement
 from assistant.transport.base import Channel, TransportError
@@ -18,6 +20,7 @@ from assistant.transport.base import Channel, TransportError
 SERVICE = "git-upload-pack"
 WANTED_CAPS = ("side-band-64k", "thin-pack", "ofs-delta", "no-progress")
 MAX_HAVES = 256
+STAGES = ("Receiving objects", "Resolving deltas")
 
 
 @dataclass
@@ -108,12 +111,32 @@ async def _receive_pack(
         "--stdin",
         "--fix-thin",
         "--strict",
+        "-v",
         env={**os.environ, "GIT_DIR": repo.path},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdin and proc.stderr
+    with progress("fetching", "objects") as item:
+        received, err = await _index(reader, proc, sideband, where, item)
+    if await proc.wait() != 0:
+        if "no space left on device" in err.lower():
+            raise TransportError("the disk is full on this machine; nothing was fetched")
+        raise TransportError(f"storing the pack from {where} failed: {indexer_error(err)}")
+    return received
+
+
+async def _index(
+    reader: PacketReader,
+    proc: asyncio.subprocess.Process,
+    sideband: bool,
+    where: str,
+    item: Progress,
+) -> tuple[int, str]:
+    """Feed the pack to index-pack while following its progress; (bytes, what it said)."""
+    assert proc.stdin and proc.stderr
+    said = asyncio.create_task(follow(proc.stderr, item, STAGES))
     received = 0
 
     async def to_indexer(data: bytes) -> None:
@@ -140,16 +163,15 @@ async def _receive_pack(
     except (ProtocolError, SideBandError, TransportError, OSError) as exc:
         proc.kill()
         await proc.wait()
+        said.cancel()
         raise TransportError(f"the fetch from {where} broke off: {exc}") from None
+    except BaseException:
+        said.cancel()
+        raise
     finally:
         if proc.stdin.can_write_eof():
             proc.stdin.close()
-    err = (await proc.stderr.read()).decode(errors="replace")
-    if await proc.wait() != 0:
-        if "no space left on device" in err.lower():
-            raise TransportError("the disk is full on this machine; nothing was fetched")
-        raise TransportError(f"storing the pack from {where} failed: {indexer_error(err)}")
-    return received
+    return received, await said
 
 
 def indexer_error(stderr: str) -> str:

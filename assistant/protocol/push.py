@@ -11,16 +11,19 @@ from typing import Literal
 import pygit2
 
 from assistant import __version__
+from assistant.activity import progress
 from assistant.protocol.advertisement import ZERO_ID, Advertisement
 from assistant.protocol.errors import explain_service_failure
 from assistant.protocol.pack import missing_objects, pack_is_small, write_pack
 from assistant.protocol.pktline import Decoder, ProtocolError, encode_lines, strip_newline
+from assistant.protocol.progress import follow
 from assistant.protocol.stream import PacketReader, SideBandError, demux, read_advertisement
 from assistant.transport.base import Channel, ServiceExit, TransportError
 
 AGENT = f"agent=annexsync/{__version__}"
 SERVICE = "git-receive-pack"
 WANTED_CAPS = ("report-status", "side-band-64k", "quiet", "ofs-delta")
+STAGES = ("Counting objects", "Compressing objects", "Writing objects")
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ async def _stream_pack_objects(
         "--revs",
         "--thin",
         "--delta-base-offset",
-        "-q",
+        "--progress",
         env={**os.environ, "GIT_DIR": repo.path},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
@@ -171,14 +174,17 @@ async def _stream_pack_objects(
     proc.stdin.write(revs.encode())
     proc.stdin.close()
     total = 0
-    try:
-        while chunk := await proc.stdout.read(1 << 16):
-            total += len(chunk)
-            await channel.write(chunk)
-    except BaseException:
-        proc.kill()
-        raise
-    err = (await proc.stderr.read()).decode(errors="replace")
+    with progress("pushing", "objects", count) as item:
+        said = asyncio.create_task(follow(proc.stderr, item, STAGES))
+        try:
+            while chunk := await proc.stdout.read(1 << 16):
+                total += len(chunk)
+                await channel.write(chunk)
+        except BaseException:
+            proc.kill()
+            said.cancel()
+            raise
+        err = await said
     if await proc.wait() != 0:
         raise TransportError(f"git pack-objects failed on this machine: {err.strip()}")
     return count, total
