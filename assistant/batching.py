@@ -99,13 +99,18 @@ class Batcher:
         soonest = min(self._eligible_at(p) for p in self._pending.values())
         return max(self._batch_due(), soonest)
 
-    def take(self, now: float, force: bool = False) -> list[str]:
-        """Remove and return the paths due at ``now``, oldest first; ``force`` takes all at once."""
+    def take(self, now: float, force: bool = False, keep_writing: bool = False) -> list[str]:
+        """Remove and return the paths due at ``now``, oldest first; ``force`` takes all at
+        once, except, with ``keep_writing``, files still open for writing."""
         if not self._pending:
             return []
         if force:
-            batch = sorted(self._pending, key=lambda path: self._pending[path].first)
-            self._pending.clear()
+            batch = sorted(
+                (path for path, p in self._pending.items() if not (keep_writing and p.writing)),
+                key=lambda path: self._pending[path].first,
+            )
+            for path in batch:
+                del self._pending[path]
             return batch
         if now < self._batch_due():
             return []

@@ -218,10 +218,13 @@ def integrate(
     resolve: bool = True,
     pull_from: set[str] | None = None,
     scan: bool = True,
+    busy: frozenset[str] = frozenset(),
 ) -> IntegrateResult:
     """Merge every incoming ref for the current branch into it (see the module doc), and
-    remember for status which peers' commits had to be left unmerged."""
-    result = _integrate(committer, resolve, pull_from, scan)
+    remember for status which peers' commits had to be left unmerged. ``busy`` are files
+    still open for writing: neither committed nor written here, whatever they hold now (a
+    moment between an editor's truncate and its write); the merged version goes beside."""
+    result = _integrate(committer, resolve, pull_from, scan, busy)
     if result.paused is None:
         with contextlib.suppress(OSError):
             record_held_merges(state_dir(committer.repo), result.held_back)
@@ -229,19 +232,24 @@ def integrate(
 
 
 def _integrate(
-    committer: AutoCommitter, resolve: bool, pull_from: set[str] | None, scan: bool
+    committer: AutoCommitter,
+    resolve: bool,
+    pull_from: set[str] | None,
+    scan: bool,
+    busy: frozenset[str],
 ) -> IntegrateResult:
     repo = committer.repo
     state = state_dir(repo)
     joined = read_joined(state)
-    stubborn: set[str] = set()
+    stubborn: set[str] = set(busy)
     for attempt in range(ATTEMPTS):
         blocked = committer.blocked_reason()
         if blocked:
             return IntegrateResult(paused=blocked[0])
         # The daemon flushes its own batch first and skips the whole-tree scan; edits made
         # meanwhile are still caught by the check of each path before it is written.
-        pending = committer.commit_paths(committer.scan_candidates() if scan or attempt else [])
+        candidates = committer.scan_candidates() if scan or attempt else []
+        pending = committer.commit_paths([p for p in candidates if p not in busy])
         if pending.blocked:
             return IntegrateResult(paused=pending.blocked)
         committer.sync_index()
@@ -307,6 +315,9 @@ def _integrate(
         except UnsafePath as exc:
             return IntegrateResult(paused=str(exc))
         dirty, stamps = inspect(committer.root, old_tree, work.paths())
+        for path in busy & set(stamps):
+            del stamps[path]  # clean now, but being written: never replaced under the writer
+            dirty.append(path)
         # A path still dirty right after committing cannot be committed here (ignored on
         # this node only, too large, unreadable): keep it as it is, the incoming version
         # goes beside it, and merging goes on.
@@ -349,7 +360,8 @@ def _integrate(
         committer.sync_index()
         if kept:
             log.info("kept the local version of %s, changed during the merge", ", ".join(kept))
-            committer.commit_paths(kept + _keep_merged_versions(repo, committer.root, work, kept))
+            beside = _keep_merged_versions(repo, committer.root, work, kept)
+            committer.commit_paths([p for p in kept if p not in busy] + beside)
             committer.sync_index()
         result.head = str(repo.head.target)
         record_joined(state, joined, ours + result.merged)

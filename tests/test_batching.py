@@ -156,6 +156,17 @@ def test_force_takes_everything_at_once_including_files_being_written() -> None:
     assert len(b) == 0
 
 
+def test_a_forced_take_before_a_merge_leaves_files_being_written_pending() -> None:
+    b = make(maxbatch=2)
+    b.note("c", 0.3)
+    b.note("a", 0.1, writing=True)
+    b.note("b", 0.2)
+    assert b.take(0.4, force=True, keep_writing=True) == ["b", "c"]
+    assert b.writing() == ["a"] and len(b) == 1
+    b.note("a", 0.5, writing=False)  # closed
+    assert b.take(0.6, force=True, keep_writing=True) == ["a"]
+
+
 def test_discarded_path_is_never_taken() -> None:
     b = make()
     b.note("a", 0.0)

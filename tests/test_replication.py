@@ -144,8 +144,12 @@ def test_a_merge_held_up_by_git_at_work_goes_ahead_once_git_is_done(
     wait_until(lambda: take_lock(lock), timeout=10)  # someone's git command holds the index
     (a / "later.txt").write_text("arrives while beta's git is busy\n")
     wait_until(
-        lambda: git(b, "rev-parse", "-q", "--verify", "refs/remotes/alpha/synced/main", check=False)
-        .strip() == head(a),
+        lambda: (
+            git(
+                b, "rev-parse", "-q", "--verify", "refs/remotes/alpha/synced/main", check=False
+            ).strip()
+            == head(a)
+        ),
         timeout=30,
     )
     time.sleep(0.5)
@@ -177,3 +181,35 @@ def test_a_remote_added_or_removed_while_the_assistant_runs_is_taken_into_accoun
     wait_until(lambda: "gone.txt" in head_files(a), timeout=30)
     time.sleep(1.0)  # not for correctness: the window in which a stray push would land
     assert not (b / "gone.txt").exists()
+
+
+def test_a_file_being_written_when_a_peer_s_version_arrives_is_left_to_its_writer(
+    tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
+) -> None:
+    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    (a / "f.txt").write_text("base\n")
+    git(a, "add", "f.txt")
+    git(a, "commit", "-qm", "base")
+    git(b, "fetch", "-q", str(a), "HEAD")
+    git(b, "reset", "-q", "--hard", "FETCH_HEAD")
+    git(a, "remote", "add", "beta", str(b))
+    git(b, "remote", "add", "alpha", str(a))
+    daemon_factory(a).start()
+    daemon_factory(b).start()
+    # An editor saving in place on alpha: truncated, and (for now) nothing written yet.
+    fd = os.open(a / "f.txt", os.O_WRONLY | os.O_TRUNC)
+    try:
+        (b / "f.txt").write_text("beta's\n")
+        wait_until(lambda: any(p.name.startswith("f.variant-") for p in a.iterdir()), timeout=30)
+        assert (a / "f.txt").read_bytes() == b""  # the incoming version went beside it
+        os.write(fd, b"alpha's\n")
+    finally:
+        os.close(fd)
+    wait_until(lambda: head_files(b).get("f.txt") == b"alpha's\n", timeout=30)
+    settled(a, b)
+    files = head_files(a)
+    assert files["f.txt"] == b"alpha's\n"
+    assert [v for k, v in files.items() if k.startswith("f.variant-")] == [b"beta's\n"]
+    history = git(a, "log", "--format=%H", "--", "f.txt").split()
+    contents = {git(a, "show", f"{h}:f.txt", check=False) for h in history}
+    assert "" not in contents  # the moment between truncate and write was never committed

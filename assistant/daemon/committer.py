@@ -141,12 +141,16 @@ class CommitActor:
             if self.on_commit is not None:
                 self.on_commit()
 
-    async def flush(self, allow_deletions: bool = False, patience: float = 10.0) -> CommitResult:
+    async def flush(
+        self, allow_deletions: bool = False, patience: float = 10.0, keep_writing: bool = False
+    ) -> CommitResult:
         """Commit everything pending now, ignoring the quiet window (shutdown, sync); a
-        short block (a git lock, git at work) is waited out for up to ``patience`` seconds."""
+        short block (a git lock, git at work) is waited out for up to ``patience`` seconds.
+        ``keep_writing`` leaves files still open for writing to their own batch: what they
+        hold now may be a moment between an editor's truncate and its write."""
         give_up = self._now() + patience
         while True:
-            paths = self.batcher.take(self._now(), force=True)
+            paths = self.batcher.take(self._now(), force=True, keep_writing=keep_writing)
             result = await self._commit(paths, allow_deletions)
             if not (result.blocked and result.retry_soon) or self._now() >= give_up:
                 break

@@ -334,10 +334,13 @@ class Replicator:
                     self._kick(name, {PUSH})
 
     async def _merge(self, pulls: set[str]) -> None:
-        await self.actor.flush(patience=2.0)  # local edits are committed first
+        # Local edits are committed first; a file still being written is not, and the merge
+        # leaves it as the user has it (checkout checks each path before writing it).
+        await self.actor.flush(patience=2.0, keep_writing=True)
+        busy = frozenset(self.actor.batcher.writing())
         with reporting_to(self.activity, "merge"):
             result = await self.worker.run(
-                integrate, self.committer, self.settings.resolvemerge, pulls, False
+                integrate, self.committer, self.settings.resolvemerge, pulls, False, busy
             )
         if result.paused:
             log.warning("merge paused: %s; trying again in %gs", result.paused, MERGE_RETRY)
