@@ -29,7 +29,7 @@ from assistant.guard import DeletionWindow, is_mass_deletion
 from assistant.ignore import IgnoreRules
 from assistant.locks import LockNotes
 from assistant.node import NodeIdentity
-from assistant.objects import store_blobs
+from assistant.objects import blob_size, store_blobs
 from assistant.treeedit import apply_edits, entry_at, files_under
 from assistant.worktree import (
     MODE_TREE,
@@ -457,12 +457,13 @@ class AutoCommitter:
 
     # --- paths a merge could not write -------------------------------------------------
     def note_unwritable(self, failed: dict[str, str]) -> None:
-        """A merge put these paths in HEAD but could not write them here: their absence from
-        disk is not a deletion, and status shows why (kept across restarts)."""
+        """A merge puts these paths in HEAD but could not write them here: their absence from
+        disk is not a deletion, and status shows why (kept across restarts). Raises OSError
+        when the record cannot be saved: the merge must not go ahead without it."""
         for path, why in failed.items():
             self.unwritable[path] = why
             self.skipped[path] = unwritable_message(why)
-        self._save_unwritable()
+        self._write_unwritable()
 
     def _writable(self, path: str) -> None:
         """The path is on disk now, or gone from HEAD: it needs no protection any more."""
@@ -472,12 +473,18 @@ class AutoCommitter:
 
     def _save_unwritable(self) -> None:
         with contextlib.suppress(OSError):
-            if not self.unwritable:
-                self._unwritable_file.unlink(missing_ok=True)
-                return
-            tmp = self._unwritable_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.unwritable, indent=1, sort_keys=True))
-            os.replace(tmp, self._unwritable_file)
+            self._write_unwritable()
+
+    def _write_unwritable(self) -> None:
+        if not self.unwritable:
+            self._unwritable_file.unlink(missing_ok=True)
+            return
+        tmp = self._unwritable_file.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            out.write(json.dumps(self.unwritable, indent=1, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self._unwritable_file)
 
     # --- whole-tree scans --------------------------------------------------------------
     def scan_candidates(self) -> list[str]:
@@ -582,8 +589,7 @@ class AutoCommitter:
         return True
 
     def _same_size(self, path: str, entry: Entry) -> bool:
-        size = self.repo[pygit2.Oid(hex=entry.oid)].size  # type: ignore[attr-defined]
-        return os.lstat(self.root / path).st_size == size
+        return os.lstat(self.root / path).st_size == blob_size(self.repo, entry)
 
     def repair_index(self) -> None:
         """After a crash between a commit and its index write, make the index agree with HEAD

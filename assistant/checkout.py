@@ -16,6 +16,7 @@ import pygit2
 
 from assistant.activity import progress
 from assistant.changes import Entry
+from assistant.objects import blob_size
 from assistant.treeedit import entry_at
 from assistant.worktree import (
     MODE_EXEC,
@@ -215,14 +216,6 @@ def plan(old: pygit2.Tree | None, new: pygit2.Tree, changed: Iterable[str]) -> P
 Stamp = tuple[int, int, int] | None
 
 
-def blob_size(repo: pygit2.Repository, entry: Entry | None) -> int:
-    """The size of ``entry``'s blob (0 for none): a file on disk of any other size differs
-    from it, and is never read whole just to find that out."""
-    if entry is None:
-        return 0
-    return int(repo[pygit2.Oid(hex=entry.oid)].size)  # type: ignore[attr-defined]
-
-
 def stamp(full: Path) -> Stamp:
     """What identifies a file's current version cheaply: inode, size, mtime (None: absent)."""
     try:
@@ -254,7 +247,7 @@ def unrepresentable(root: Path, path: str) -> bool:
 
 
 def inspect(
-    root: Path, old: pygit2.Tree | None, paths: Iterable[str]
+    repo: pygit2.Repository, root: Path, old: pygit2.Tree | None, paths: Iterable[str]
 ) -> tuple[list[str], dict[str, Stamp]]:
     """Paths whose file on disk is no longer what ``old`` has (the user edited, created or
     deleted it: those must not be touched), and a stamp of every other path, taken before
@@ -277,7 +270,7 @@ def inspect(
             continue
         before = stamp(root / path)
         # a file of another size is another version: never read (a 2 GiB file stays on disk)
-        limit = node.size if expected is not None else 0  # type: ignore[union-attr]
+        limit = blob_size(repo, expected)
         state = read_path(root, path, largefiles=limit)
         if isinstance(state, Present):
             clean = state.entry == expected
@@ -348,6 +341,10 @@ def write_entry(
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+        except BaseException:  # a full disk: no half-written file is left in the tree
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
         finally:
             os.close(fd)
     if expect is not ... and stamp(final) != expect:

@@ -38,7 +38,7 @@ from assistant.demotour import (
     live_intro,
     watch_activity,
 )
-from assistant.errors import AnnexsyncError
+from assistant.errors import AnnexsyncError, UsageError
 from assistant.node import ensure_initialised
 
 NAMES = ("laptop", "desktop", "server")
@@ -47,12 +47,6 @@ STOP_PATIENCE = 15.0
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(node)s %(actor)s: %(message)s"
 
 NODE: contextvars.ContextVar[str] = contextvars.ContextVar("annexsync_demo_node", default="")
-
-
-class UsageError(AnnexsyncError):
-    """A bad option of the demo."""
-
-    exit_code = 2
 
 
 # --- pure helpers --------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from assistant.notices import Notice, printable
+from assistant.notices import Notice
+from assistant.textsafe import printable
 from assistant.timeouts import within
 
 log = logging.getLogger("annexsync.desktop")

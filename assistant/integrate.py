@@ -18,7 +18,6 @@ from assistant.checkout import (
     Plan,
     UnsafePath,
     apply,
-    blob_size,
     inspect,
     plan,
     restore,
@@ -29,6 +28,7 @@ from assistant.gitrepo import state_dir
 from assistant.lineage import read_joined, record_joined, unrelated_problem
 from assistant.merge import VARIANT_HEX, Variant, merge_commits, variant_path
 from assistant.names import name_problem
+from assistant.objects import blob_size
 from assistant.treeedit import entry_at
 from assistant.worktree import MODE_TREE, Absent, Present, read_path
 
@@ -314,7 +314,7 @@ def _integrate(
             work = plan(old_tree, new_tree, changed)
         except UnsafePath as exc:
             return IntegrateResult(paused=str(exc))
-        dirty, stamps = inspect(committer.root, old_tree, work.paths())
+        dirty, stamps = inspect(repo, committer.root, old_tree, work.paths())
         for path in busy & set(stamps):
             del stamps[path]  # clean now, but being written: never replaced under the writer
             dirty.append(path)
@@ -339,6 +339,15 @@ def _integrate(
             log.info("git changed the repository during the merge; undoing the update")
             restore(repo, committer.root, old_tree, work, done)
             continue
+        if failed:
+            # Recorded before the branch moves: after a crash in between, a path missing
+            # here and not recorded would be committed as a deletion and spread to every peer.
+            try:
+                _report_unwritable(committer, failed)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    restore(repo, committer.root, old_tree, work, done)
+                return IntegrateResult(paused=f"cannot write to the repository: {exc}")
         committer.adopt(str(target), _entries(new_tree, changed))
         try:
             # Noted like a commit's: a crash while git's lock is held leaves it for the next
@@ -348,15 +357,14 @@ def _integrate(
                     repo.references.create(branch, target, force=False)
                 else:
                     ref.set_target(target, f"annexsync: {result.kind}")
-        except OSError as exc:  # a full disk
-            restore(repo, committer.root, old_tree, work, done)
+        except OSError as exc:  # a full disk; files left merged are committed as local edits
+            with contextlib.suppress(OSError):
+                restore(repo, committer.root, old_tree, work, done)
             return IntegrateResult(paused=f"cannot write to the repository: {exc}")
         except (pygit2.GitError, pygit2.AlreadyExistsError):
             log.info("the branch moved during the merge; undoing the update and merging again")
             restore(repo, committer.root, old_tree, work, done)
             continue
-        if failed:
-            _report_unwritable(committer, failed)
         committer.sync_index()
         if kept:
             log.info("kept the local version of %s, changed during the merge", ", ".join(kept))

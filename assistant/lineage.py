@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 JOINED = "joined-refs.json"
+_writing = threading.Lock()
 
 
 def unrelated_problem(ref: str, branch: str, joined: bool, related: bool) -> str | None:
@@ -41,11 +43,14 @@ def read_joined(state: Path) -> set[str]:
 
 
 def record_joined(state: Path, known: set[str], refs: Iterable[str]) -> set[str]:
-    """Add ``refs`` to the record (written only when something is new); returns the set."""
+    """Add ``refs`` to the record (written only when something is new); returns the set.
+    The record is read again just before writing, under a lock: a push and a merge (on two
+    threads) may both add to it at once, and neither may drop what the other added."""
     wanted = known | set(refs)
     if wanted != known:
-        with contextlib.suppress(OSError):
-            tmp = state / f"{JOINED}.tmp"
+        with _writing, contextlib.suppress(OSError):
+            wanted |= read_joined(state)
+            tmp = state / f"{JOINED}.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(sorted(wanted), indent=1))
             os.replace(tmp, state / JOINED)
     return wanted

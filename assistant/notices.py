@@ -21,7 +21,6 @@ name cannot forge extra lines or hide itself behind control characters.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -29,6 +28,7 @@ from typing import Any
 
 from assistant.activity import Event
 from assistant.peerstate import PeerState, PeerStatus, format_duration, format_time
+from assistant.textsafe import printable as _printable
 
 GAP = 30.0  # at most one notice of a kind per this many seconds
 COALESCE = 0.5  # variants arriving within this long of the first make one notice
@@ -56,24 +56,8 @@ class Notice:
 
 
 def printable(text: object, limit: int = FIELD_MAX) -> str:
-    """``text`` as one printable line of at most ``limit`` characters: control, format
-    (bidirectional overrides, zero-width) and line or paragraph separator characters become
-    U+FFFD, other spaces a plain space, and a long text keeps its start and end around an
-    ellipsis."""
-    out = []
-    for char in str(text):
-        category = unicodedata.category(char)
-        if category[0] == "C" or category in ("Zl", "Zp"):
-            out.append("\ufffd")
-        elif category == "Zs":
-            out.append(" ")
-        else:
-            out.append(char)
-    line = "".join(out)
-    if len(line) > limit:
-        head = (limit - 1) // 2
-        line = line[:head] + "…" + line[len(line) - (limit - 1 - head) :]
-    return line
+    """``text`` made safe (``textsafe.printable``) and cut to ``limit`` characters."""
+    return _printable(text, limit)
 
 
 def plural(count: int, word: str) -> str:

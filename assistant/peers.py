@@ -231,8 +231,10 @@ async def push_to(
     except (AnnexsyncError, ProtocolError, TimeoutError, OSError) as exc:
         return Outcome(remote.name, False, f"error: {_message(exc)}")
     ok, summary = describe_push(result)
-    if ok:  # its history is ours now: a later unrelated one is refused (assistant/lineage.py)
-        record_pushed(Path(repo.path) / "annexsync", remote.name, tips)
+    if ok and bare:
+        # The hub's branches are ours now: a later unrelated one is refused (lineage.py). A
+        # non-bare peer's own branch is not: our push only reached our synced ref there.
+        await asyncio.to_thread(record_pushed, Path(repo.path) / "annexsync", remote.name, tips)
     return Outcome(
         remote.name,
         ok,

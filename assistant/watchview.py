@@ -8,7 +8,6 @@ view is tested on data alone; :func:`watch` is the loop that polls and redraws.
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -21,10 +20,10 @@ from rich.table import Table
 from rich.text import Text
 
 from assistant.peerstate import format_duration
+from assistant.textsafe import printable
 
 RECENT = 12  # activity lines shown
 PENDING_SHOWN = 5
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 STATE_STYLE = {
     "connected": "green",
     "syncing": "cyan",
@@ -42,14 +41,17 @@ KIND_STYLE = {
 
 
 def plain(text: object) -> str:
-    """``text`` with control characters shown as ``?``: names in status come from peers and
-    from files, and must not move the cursor or change colours."""
-    return _CONTROL.sub("?", str(text))
+    """``text`` as one printable line: names in status come from peers and from files, and
+    must not move the cursor, change colours or reorder what is shown around them."""
+    return printable(text)
 
 
-def ago(when: float | None, now: float) -> str:
+def ago(when: float | None, now: float | None, tz: tzinfo | None = None) -> str:
+    """``12s ago``; with no ``now``, the clock time (a frame that does not age by itself)."""
     if when is None:
         return "never"
+    if now is None:
+        return f"at {clock(when, tz)}"
     seconds = max(0.0, now - when)
     return "just now" if seconds < 1 else f"{format_duration(seconds)} ago"
 
@@ -58,7 +60,7 @@ def clock(when: float, tz: tzinfo | None) -> str:
     return datetime.fromtimestamp(when, tz).strftime("%H:%M:%S")
 
 
-def _header(status: dict[str, Any], now: float) -> Text:
+def _header(status: dict[str, Any], now: float | None, tz: tzinfo | None) -> Text:
     text = Text()
     text.append("annexsync ", style="bold")
     text.append(plain(status.get("node", "?")), style="bold cyan")
@@ -80,7 +82,7 @@ def _header(status: dict[str, Any], now: float) -> Text:
     if head:
         text.append(f"branch {branch} at {head['id'][:10]} ")
         text.append(plain(head.get("summary", "")), style="bold")
-        text.append(f" ({ago(head.get('time'), now)})")
+        text.append(f" ({ago(head.get('time'), now, tz)})")
     else:
         text.append(f"branch {branch} (no commits yet)")
     if status.get("paused"):
@@ -89,7 +91,7 @@ def _header(status: dict[str, Any], now: float) -> Text:
     return text
 
 
-def _peers(status: dict[str, Any], now: float) -> RenderableType:
+def _peers(status: dict[str, Any], now: float | None, tz: tzinfo | None) -> RenderableType:
     peers = status.get("peers") or []
     if not peers:
         return Text("no peers (add one with 'git remote add')", style="dim")
@@ -107,7 +109,7 @@ def _peers(status: dict[str, Any], now: float) -> RenderableType:
         table.add_row(
             plain(peer.get("remote", "?")),
             Text(plain(peer.get("summary") or state), style=STATE_STYLE.get(state, "")),
-            ago(peer.get("last_success"), now),
+            ago(peer.get("last_success"), now, tz),
             how,
             Text("pending", style="yellow") if peer.get("pending_push") else Text("-"),
         )
@@ -186,9 +188,13 @@ def _recent(status: dict[str, Any], tz: tzinfo | None) -> RenderableType:
     return table
 
 
-def render(status: dict[str, Any], now: float, tz: tzinfo | None = None) -> RenderableType:
-    """One frame of the live view for the status reply ``status``, as of ``now``."""
-    parts: list[RenderableType] = [_header(status, now), Text(""), _peers(status, now)]
+def render(
+    status: dict[str, Any], now: float, tz: tzinfo | None = None, relative: bool = True
+) -> RenderableType:
+    """One frame of the live view for the status reply ``status``, as of ``now``; times are
+    shown as ``12s ago``, or with ``relative`` off as clock times."""
+    since = now if relative else None
+    parts: list[RenderableType] = [_header(status, since, tz), Text(""), _peers(status, since, tz)]
     for part in (work_table(status.get("progress") or [], now), _changes(status)):
         if part is not None:
             parts += [Text(""), part]
@@ -198,12 +204,16 @@ def render(status: dict[str, Any], now: float, tz: tzinfo | None = None) -> Rend
 
 
 def frame_text(
-    status: dict[str, Any], now: float, width: int = 100, tz: tzinfo | None = None
+    status: dict[str, Any],
+    now: float,
+    width: int = 100,
+    tz: tzinfo | None = None,
+    relative: bool = True,
 ) -> str:
     """A frame as plain text (no colours, no cursor moves), for a non-terminal output."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
-    console.print(render(status, now, tz))
+    console.print(render(status, now, tz, relative))
     return buffer.getvalue().rstrip("\n")
 
 
@@ -220,7 +230,7 @@ def watch(
     if not console.is_terminal:
         last = ""
         while not stop():
-            text = frame_text(poll(), time.time())
+            text = frame_text(poll(), time.time(), relative=False)
             if text != last:
                 out.write(text + "\n")
                 out.flush()

@@ -21,6 +21,7 @@ import pytest
 from conftest import Daemon, annexsync, git, head_files, new_node, wait_until
 
 from assistant.autocommit import unreadable_dirs
+from assistant.daemon.watcher import attrib_matters
 from assistant.lineage import unrelated_problem
 
 if TYPE_CHECKING:
@@ -81,6 +82,24 @@ def capped_factory(daemon_factory: Callable[..., Daemon]) -> Callable[[Path], Da
     if shutil.which("setpriv") is None or os.geteuid() != 0:
         pytest.skip("dropping root's file-permission override needs root and setpriv")
     return lambda path: daemon_factory(path, ("setpriv", NO_DAC))
+
+
+@pytest.mark.parametrize(
+    ("reldir", "unlisted", "matters"),
+    [
+        ("secret", ["secret/"], True),  # the directory itself made readable
+        ("a", ["a/b/"], True),  # one above it
+        ("a/b/c", ["a/b/"], False),  # below it: not even seen while it is unreadable
+        ("docs", ["secret/"], False),  # chmod -R, tar, rsync -a elsewhere: no file changed
+        ("sec", ["secret/"], False),
+        ("docs", [], False),
+        ("docs", ["/"], True),  # the list could not be read: look
+    ],
+)
+def test_only_a_mode_change_that_may_reveal_an_unlisted_directory_is_looked_into(
+    reldir: str, unlisted: list[str], matters: bool
+) -> None:
+    assert attrib_matters(reldir, unlisted) is matters
 
 
 # --- fifos and sockets ------------------------------------------------------------------------
@@ -594,6 +613,22 @@ def test_only_a_joined_ref_whose_history_turned_unrelated_is_refused(
 
 
 PEER_ENV = {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin"}
+
+
+def test_a_push_to_a_non_bare_peer_does_not_make_its_own_branch_count_as_joined(
+    tmp_path: Path,
+) -> None:
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
+    git(a, "remote", "add", "beta", str(b))
+    write(a / "a.txt", "a\n")
+    assert annexsync("-C", str(a), "sync").returncode == 0  # reaches beta's synced ref only
+    write(b / "b.txt", "b\n")
+    commit_all(b, "beta's own start")  # beta's branch: a history of its own, first seen now
+
+    result = annexsync("-C", str(a), "sync")
+    assert result.returncode == 0, result.stderr
+    assert "refused" not in result.stdout + result.stderr
+    assert set(head_files(a)) == {"a.txt", "b.txt"}
 
 
 def test_an_ssh_remote_that_now_leads_to_an_unrelated_repository_is_refused_until_accepted(

@@ -68,6 +68,21 @@ def test_a_save_landing_while_the_new_version_is_written_stays(repo: Path) -> No
     assert [p.name for p in repo.iterdir() if p.name.startswith(".annexsync-tmp")] == []
 
 
+def test_a_version_that_does_not_fit_on_the_disk_leaves_no_temporary_file(
+    tmp_path: Path,
+) -> None:
+    with mounted_tmpfs(tmp_path / "disk", "1m") as disk:
+        r = pygit2.init_repository(str(tmp_path / "objects.git"), bare=True)
+        entry = Entry(str(r.create_blob(os.urandom(2 << 20))), 0o100644)
+        (disk / "old.bin").write_bytes(b"the version that stays\n")
+
+        with pytest.raises(OSError):
+            write_entry(r, disk, "old.bin", entry)
+
+        assert sorted(p.name for p in disk.iterdir()) == ["old.bin"]
+        assert (disk / "old.bin").read_bytes() == b"the version that stays\n"
+
+
 def test_a_folder_replaced_by_a_symlink_is_held_whole_by_the_deletion_guard(
     repo: Path, tmp_path: Path
 ) -> None:
@@ -265,7 +280,7 @@ def test_nothing_is_read_or_removed_through_a_symlinked_directory(
     work = plan(
         old_tree, ac.repo[ac.repo.references["refs/remotes/peer/main"].target].tree, ["d/f.txt"]
     )
-    dirty, _stamps = integrate_module.inspect(repo, old_tree, work.paths())
+    dirty, _stamps = integrate_module.inspect(ac.repo, repo, old_tree, work.paths())
 
     assert dirty == ["d/f.txt"]
     assert (outside / "f.txt").exists()
@@ -330,3 +345,25 @@ def test_a_ref_lock_left_by_a_cut_off_push_is_cleared_and_a_fresh_one_kept(
 
     assert removed == ["refs/remotes/peer/synced/main.lock"]
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_peer_turning_a_submodule_entry_into_a_file_pauses_the_merge_in_one_line(
+    repo: Path,
+) -> None:
+    ac = seeded_engine(repo, {"a.txt": "a\n"})
+    head = ac.repo.head.peel(pygit2.Commit)
+    builder = ac.repo.TreeBuilder(head.tree)
+    builder.insert("sub", pygit2.Oid(hex="1" * 40), 0o160000)  # a commit not in this repository
+    tree = builder.write()
+    sig = pygit2.Signature("u", "u@example.com")
+    ours = ac.repo.create_commit("HEAD", sig, sig, "add a submodule", tree, [head.id])
+    (repo / "sub").mkdir()  # what git leaves for a submodule not checked out
+    incoming(ac, {"sub": "now a file\n"})
+
+    result = integrate(ac)
+
+    assert result.paused is not None and "sub" in result.paused
+    assert "\n" not in result.paused
+    assert git(repo, "rev-parse", "HEAD") == f"{ours}\n"  # nothing merged
+    assert git(repo, "ls-tree", "HEAD", "sub").split()[:2] == ["160000", "commit"]
+    assert (repo / "a.txt").read_text() == "a\n" and (repo / "sub").is_dir()

@@ -960,7 +960,7 @@ def test_checkout_itself_never_writes_through_a_symlink_it_just_wrote(
     old = r.head.peel(pygit2.Commit).tree
     new = r[commit].peel(pygit2.Tree)
     work = plan(old, new, ["d", "d/file"])
-    _dirty, stamps = inspect(ours, old, work.paths())
+    _dirty, stamps = inspect(r, ours, old, work.paths())
     try:
         apply(r, ours, work, stamps)
     except UnsafePath as exc:

@@ -226,8 +226,8 @@ def test_names_from_peers_cannot_move_the_cursor_or_inject_markup() -> None:
         _status(activity=[{"time": NOW, "kind": "variant", "text": f"kept {evil}"}]), NOW
     )
     assert "\x1b" not in text and "\x07" not in text
-    assert "?[2J?[31mevil[bold]x[/bold]?.txt" in text
-    assert plain("a\nb\tc") == "a?b?c"
+    assert "\ufffd[2J\ufffd[31mevil[bold]x[/bold]\ufffd.txt" in text
+    assert plain("a\nb\tc\u202etxt.exe") == "a\ufffdb\ufffdc\ufffdtxt.exe"
 
 
 def test_with_no_assistant_the_frame_says_so_and_shows_what_is_uncommitted() -> None:

@@ -193,6 +193,7 @@ class Assistant:
                 self._root_gone,
                 self.replicator.refs_arrived,
                 self._config_changed,
+                lambda: [p for p in self.committer.skipped if p.endswith("/")],
             )
             try:
                 await asyncio.to_thread(self.watcher.start)
@@ -368,9 +369,12 @@ class Assistant:
         through the worker, status would wait for a long merge or checkout to end, and a
         live view would freeze just when it has progress to show."""
         async with self._status_lock:
-            if self._status_repo is None:
-                self._status_repo = pygit2.Repository(self.repo.path)
-            return await asyncio.to_thread(head_info, self._status_repo)
+            return await asyncio.to_thread(self._read_head_info)
+
+    def _read_head_info(self) -> dict[str, Any]:
+        if self._status_repo is None:
+            self._status_repo = pygit2.Repository(self.repo.path)
+        return head_info(self._status_repo)
 
     async def status(self) -> dict[str, Any]:
         assert self.actor is not None

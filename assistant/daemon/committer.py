@@ -38,6 +38,7 @@ class CommitActor:
         self.worker = worker
         self.committer = committer
         self.activity = activity or Activity()
+        self._told_held: set[str] = set()  # the held deletions the feed was last told of
         self.batcher = Batcher(settings.delay, settings.maxdelay, settings.maxbatch)
         self.blocked: str | None = None
         self.commits = 0
@@ -123,7 +124,10 @@ class CommitActor:
             self.blocked = None
         if result.requeue:
             self.note_many(result.requeue)
-        if result.held:
+        if not self.committer.held:
+            self._told_held = set()
+        elif result.held and self.committer.held != self._told_held:
+            self._told_held = set(self.committer.held)
             held = sorted(self.committer.held)
             self.activity.emit(
                 "held",

@@ -8,7 +8,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from watchdog.events import (
@@ -84,8 +84,10 @@ class TreeWatcher:
         on_root_gone: Callable[[], None],
         on_refs: Callable[[], None] | None = None,
         on_config: Callable[[], None] | None = None,
+        unlisted: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.root = str(root)
+        self.unlisted = unlisted  # directories that could not be listed, each ending in "/"
         self.gitdir = str(gitdir).rstrip("/")
         self._prefix = self.root.rstrip("/") + "/"
         self._git_prefix = self.gitdir + "/"
@@ -166,12 +168,28 @@ class TreeWatcher:
                     ):
                         self.loop.call_soon_threadsafe(self.on_refs)
                 continue
+            if isinstance(event, DirAttribEvent) and not attrib_matters(rel, self._unlisted()):
+                continue  # chmod -R, tar, rsync -a: the files below have not changed
             if rel.startswith(".git/") or "/.git/" in rel or rel.endswith("/.git"):
                 if not rel.startswith(".git/"):
                     nested = rel.split("/.git", 1)[0]
                     self.loop.call_soon_threadsafe(self.on_path, nested, None, False)
                 continue
             self.loop.call_soon_threadsafe(self.on_path, rel, writing if index == 0 else None, gone)
+
+
+    def _unlisted(self) -> list[str]:
+        try:
+            return list(self.unlisted())
+        except RuntimeError:  # changed while copied (it is the repository thread's): look
+            return ["/"]
+
+
+def attrib_matters(reldir: str, unlisted: Iterable[str]) -> bool:
+    """Whether a change of ``reldir``'s mode may have made a directory that could not be
+    listed (``unlisted``, each ending in "/") readable: it or one of its parents changed.
+    Only then is what lies below looked at anew; any other chmod changes no file."""
+    return any(d == "/" or d == reldir + "/" or d.startswith(reldir + "/") for d in unlisted)
 
 
 class _Handler(FileSystemEventHandler):

@@ -165,8 +165,9 @@ async def _index(
         await proc.wait()
         said.cancel()
         raise TransportError(f"the fetch from {where} broke off: {exc}") from None
-    except BaseException:
+    except BaseException:  # cancelled: the indexer must not outlive the fetch
         said.cancel()
+        proc.kill()
         raise
     finally:
         if proc.stdin.can_write_eof():

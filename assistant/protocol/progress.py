@@ -6,6 +6,7 @@ it is what git says when it fails."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import re
 from dataclasses import dataclass
 
@@ -43,8 +44,9 @@ async def follow(stream: asyncio.StreamReader, item: Progress, stages: tuple[str
     ``stages``; returns everything else git wrote, one line each."""
     other: list[str] = []
     rest = ""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a split character
     while chunk := await stream.read(1 << 14):
-        lines, rest = split_output(rest + chunk.decode(errors="replace"))
+        lines, rest = split_output(rest + decoder.decode(chunk))
         for line in lines:
             meter = read_meter(line)
             if meter is None:
