@@ -212,7 +212,11 @@ class AutoCommitter:
         base = parent.tree if parent is not None else None
         old, new, data, requeue = self._evaluate(paths, base)
         result = CommitResult(requeue=requeue)
-        deletions = sorted(p for p, e in new.items() if e is None)
+        # A path whose content this batch adds again elsewhere was moved, not deleted: moving
+        # a folder of most files is no mass deletion, and is not counted as one later.
+        added = {e.oid for e in new.values() if e is not None}
+        moved = {p for p, e in new.items() if e is None and (o := old.get(p)) and o.oid in added}
+        deletions = sorted(p for p, e in new.items() if e is None and p not in moved)
         if allow_deletions:
             self.held.clear()
             self.held_with.clear()
@@ -251,7 +255,7 @@ class AutoCommitter:
             if "not the first parent" in str(exc):
                 raise _BranchMoved from None
             raise
-        deleted = sum(1 for e in new.values() if e is None)
+        deleted = sum(1 for p, e in new.items() if e is None and p not in moved)
         self.window.record(now, deleted)
         self.last_commit = str(commit)
         self.last_summary = message.split("\n", 1)[0]

@@ -313,6 +313,26 @@ def test_mass_deletion_is_held_while_other_changes_in_the_batch_commit(repo: Pat
     assert files["keep.txt"] == b"k2" and files["new.txt"] == b"n"
 
 
+def test_moving_a_folder_of_most_files_is_no_mass_deletion(repo: Path) -> None:
+    """Every file of the moved folder is added again at its new path: nothing is gone, so
+    nothing is held (it used to hold the old paths until sync --allow-deletions), and the
+    move does not count against a real deletion made just after it."""
+    files = {f"big/f{i:02d}.txt": f"{i}\n" for i in range(30)}
+    files.update({f"top{i}.txt": "t\n" for i in range(10)})
+    ac = seeded(repo, files)
+    (repo / "big").rename(repo / "moved")
+
+    result = ac.commit_paths(["big", "moved"])
+
+    assert result.held == [] and result.commit is not None
+    assert sorted(head_files(repo)) == sorted(
+        [f"moved/f{i:02d}.txt" for i in range(30)] + [f"top{i}.txt" for i in range(10)]
+    )
+    (repo / "top0.txt").unlink()
+    assert ac.commit_paths(["top0.txt"]).held == []
+    assert "top0.txt" not in head_files(repo)
+
+
 def test_deletion_below_the_threshold_commits(repo: Path) -> None:
     ac = seeded(repo, tracked(40))
     doomed = [f"f{i:03}.txt" for i in range(20)]  # half, and not over 20

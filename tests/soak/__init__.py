@@ -1,0 +1,1 @@
+"""The soak suite: three real nodes under random edits and injected faults (see README.md)."""
