@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,20 @@ def collapse(paths: Iterable[str]) -> list[str]:
             continue
         kept.append(path)
     return kept
+
+
+def moved_paths(old: dict[str, Entry | None], new: dict[str, Entry | None]) -> set[str]:
+    """Paths this batch deletes whose content it adds at another path: moves, not deletions.
+    Each added file accounts for one deleted path at most, so deleting a hundred identical
+    (say empty) files while adding one is still a hundred deletions to the guard."""
+    added = Counter(e.oid for p, e in new.items() if e is not None and old.get(p) != e)
+    moved = set()
+    for path in sorted(p for p, e in new.items() if e is None):
+        was = old.get(path)
+        if was is not None and added[was.oid] > 0:
+            added[was.oid] -= 1
+            moved.add(path)
+    return moved
 
 
 class AutoCommitter:
@@ -214,8 +229,7 @@ class AutoCommitter:
         result = CommitResult(requeue=requeue)
         # A path whose content this batch adds again elsewhere was moved, not deleted: moving
         # a folder of most files is no mass deletion, and is not counted as one later.
-        added = {e.oid for e in new.values() if e is not None}
-        moved = {p for p, e in new.items() if e is None and (o := old.get(p)) and o.oid in added}
+        moved = moved_paths(old, new)
         deletions = sorted(p for p, e in new.items() if e is None and p not in moved)
         if allow_deletions:
             self.held.clear()

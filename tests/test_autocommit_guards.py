@@ -13,7 +13,8 @@ from conftest import commit_count, git, head_files
 from test_autocommit import engine, porcelain, put
 
 import assistant.autocommit as autocommit_module
-from assistant.autocommit import AutoCommitter
+from assistant.autocommit import AutoCommitter, moved_paths
+from assistant.changes import Entry
 from assistant.config import MassDeletePolicy, Settings
 from assistant.node import ensure_initialised
 
@@ -331,6 +332,31 @@ def test_moving_a_folder_of_most_files_is_no_mass_deletion(repo: Path) -> None:
     (repo / "top0.txt").unlink()
     assert ac.commit_paths(["top0.txt"]).held == []
     assert "top0.txt" not in head_files(repo)
+
+
+def _e(oid: str) -> Entry:
+    return Entry(oid * 40, 0o100644)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "moved"),
+    [
+        ({"a": _e("1")}, {"a": None, "b": _e("1")}, {"a"}),  # renamed
+        ({"a": _e("1")}, {"a": None}, set()),  # deleted
+        ({"a": _e("1")}, {"a": None, "b": _e("2")}, set()),  # another content added
+        # a hundred identical files deleted and one such file added: one move, 99 deletions
+        (
+            {f"f{i}": _e("e") for i in range(100)},
+            {**{f"f{i}": None for i in range(100)}, "new": _e("e")},
+            {"f0"},
+        ),
+        ({"a": _e("1"), "b": _e("1")}, {"a": None, "b": _e("1")}, set()),  # b unchanged
+    ],
+)
+def test_only_deleted_paths_whose_content_is_added_elsewhere_count_as_moves(
+    old: dict[str, Entry | None], new: dict[str, Entry | None], moved: set[str]
+) -> None:
+    assert moved_paths(old, new) == moved
 
 
 def test_deletion_below_the_threshold_commits(repo: Path) -> None:
