@@ -308,7 +308,10 @@ def _integrate(
             record_joined(state, joined, ours)
             return result
         old_tree = head.tree if head is not None else None
-        new_tree = repo[target].tree  # type: ignore[attr-defined]
+        try:
+            new_tree = repo[target].tree  # type: ignore[attr-defined]
+        except KeyError:  # seen once under a concurrent repack; the next look finds it
+            return IntegrateResult(paused=f"commit {str(target)[:10]} is not readable yet")
         changed = _changed(old_tree, new_tree)
         try:
             work = plan(old_tree, new_tree, changed)
