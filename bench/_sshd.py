@@ -26,6 +26,7 @@ from sshd_tools import (
     free_port,
     keygen,
     public_key,
+    terminate,
 )
 
 PRIVSEP_DIR = Path("/run/sshd")
@@ -126,12 +127,7 @@ class SSHServer:
         for pid in descendants(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        terminate(proc)
 
 
 def client_home(home: Path, key: Path, servers: list[SSHServer]) -> Path:

@@ -48,7 +48,7 @@ from _common import (
     temp_dir,
 )
 from _sshd import SSHServer, client_home
-from sshd_tools import descendants, keygen, sshd_unavailable  # on the path _sshd sets
+from sshd_tools import descendants, keygen, sshd_unavailable, terminate  # on _sshd's path
 
 EDIT_FILES = 10  # notes/n00.txt .. n09.txt take the edits in turn
 STYLES = ("in-place", "temp+rename in dir", "temp outside, renamed in")
@@ -317,13 +317,7 @@ class AnnexAssistant:
         if proc is None:
             return
         below = descendants(proc.pid)
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        terminate(proc, patience=15)
         # Only those still below this benchmark (orphans are re-parented here): a PID that
         # ended meanwhile may already belong to someone else.
         for pid in set(below) & set(descendants(os.getpid())):

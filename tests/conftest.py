@@ -136,6 +136,19 @@ def new_node(parent: Path, name: str) -> Path:
     return path
 
 
+def nodes_with_one_start(parent: Path, files: dict[str, str]) -> tuple[Path, Path]:
+    """Nodes ``alpha`` and ``beta`` sharing one first commit of ``files`` (each a peer of
+    the other is for the caller to set)."""
+    a, b = new_node(parent, "alpha"), new_node(parent, "beta")
+    for name, text in files.items():
+        (a / name).write_text(text)
+    git(a, "add", *files)
+    git(a, "commit", "-qm", "base")
+    git(b, "fetch", "-q", str(a), "HEAD")
+    git(b, "reset", "-q", "--hard", "FETCH_HEAD")
+    return a, b
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh, empty (unborn) non-bare repository."""

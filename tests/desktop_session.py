@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sshd_tools import terminate
 
 TOOLS = ("dbus-daemon", "Xvfb", "dunst", "dunstctl", "gdbus")
 # A session bus of our own that starts no service on demand: what answers is what we ran.
@@ -212,13 +213,7 @@ class NotificationServer:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            terminate(proc)
             if proc.stdout is not None:
                 proc.stdout.close()
         if self.socket_dir is not None:

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sshd_tools import SSHD, descendants, free_port, keygen, public_key, sshd_unavailable
+from sshd_tools import (
+    SSHD,
+    descendants,
+    free_port,
+    keygen,
+    public_key,
+    sshd_unavailable,
+    terminate,
+)
 
 PRIVSEP_DIR = Path("/run/sshd")
 # A non-root account for permission tests; created once (by root) if it does not exist.
@@ -194,12 +202,7 @@ class SSHServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGCONT)
             self.kill_connections()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            terminate(self.proc)
         self.proc = None
 
     def stop(self) -> None:

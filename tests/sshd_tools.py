@@ -66,3 +66,15 @@ def descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def terminate(proc: subprocess.Popen[bytes], patience: float = 5.0) -> None:
+    """SIGTERM ``proc`` and wait for it; SIGKILL it if it is still there after ``patience``."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=patience)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)

@@ -70,6 +70,17 @@ def lines_with(text: str, needle: str) -> list[str]:
     return [line for line in text.splitlines() if needle in line]
 
 
+def run_writer(program: str, path: Path) -> None:
+    """Run ``program`` (Python, given ``path`` as its argument) as a separate writer process
+    to its end; it must succeed."""
+    writer = subprocess.Popen([sys.executable, "-c", program, str(path)])
+    try:
+        assert writer.wait(timeout=30) == 0
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+
+
 def settle(*daemons: Daemon) -> None:
     for d in daemons:
         wait_until(d.idle, timeout=30)
@@ -195,28 +206,19 @@ def test_a_file_appended_to_while_it_is_committed_is_only_ever_committed_whole(
     repo: Path, daemon_factory: Factory
 ) -> None:
     d = daemon_factory(repo).start()
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)\n"
-            "end = time.monotonic() + 3.0\n"
-            "n = 0\n"
-            "while time.monotonic() < end:\n"
-            "    n += 1\n"
-            "    os.write(fd, b'line %06d ' % n + b'x' * (n % 97) + b'\\n')\n"
-            "    if n % 200 == 0:\n"
-            "        time.sleep(0.02)  # a logger's bursts: the committer reads in between too\n"
-            "os.close(fd)\n",
-            str(repo / "growing.log"),
-        ]
+    run_writer(
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)\n"
+        "end = time.monotonic() + 3.0\n"
+        "n = 0\n"
+        "while time.monotonic() < end:\n"
+        "    n += 1\n"
+        "    os.write(fd, b'line %06d ' % n + b'x' * (n % 97) + b'\\n')\n"
+        "    if n % 200 == 0:\n"
+        "        time.sleep(0.02)  # a logger's bursts: the committer reads in between too\n"
+        "os.close(fd)\n",
+        repo / "growing.log",
     )
-    try:
-        assert writer.wait(timeout=30) == 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
     final = (repo / "growing.log").read_bytes()
     wait_until(committed(repo, "growing.log", final), timeout=30)
     settle(d)
@@ -235,30 +237,21 @@ def test_a_file_rewritten_in_place_while_it_is_read_is_never_committed_torn(
 ) -> None:
     d = daemon_factory(repo).start()
     size = 4 << 20
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import os, random, sys, time\n"
-            f"size = {size}\n"
-            "states = [bytes([65 + i]) * size for i in range(3)]\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-            "end = time.monotonic() + 4.0\n"
-            "i = 0\n"
-            "while time.monotonic() < end:\n"
-            "    os.pwrite(fd, states[i % 2], 0)  # same size: only the content says it moved\n"
-            "    i += 1\n"
-            "    time.sleep(random.random() * 0.03)\n"
-            "os.pwrite(fd, states[2], 0)\n"
-            "os.close(fd)\n",
-            str(repo / "db.bin"),
-        ]
+    run_writer(
+        "import os, random, sys, time\n"
+        f"size = {size}\n"
+        "states = [bytes([65 + i]) * size for i in range(3)]\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+        "end = time.monotonic() + 4.0\n"
+        "i = 0\n"
+        "while time.monotonic() < end:\n"
+        "    os.pwrite(fd, states[i % 2], 0)  # same size: only the content says it moved\n"
+        "    i += 1\n"
+        "    time.sleep(random.random() * 0.03)\n"
+        "os.pwrite(fd, states[2], 0)\n"
+        "os.close(fd)\n",
+        repo / "db.bin",
     )
-    try:
-        assert writer.wait(timeout=30) == 0
-    finally:
-        if writer.poll() is None:
-            writer.kill()
     wait_until(committed(repo, "db.bin", b"C" * size), timeout=30)
     settle(d)
 

@@ -19,21 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, annexsync, git, head_files, wait_until
+from conftest import Daemon, annexsync, git, head_files, new_node, wait_until
 
 from assistant import hooks, hookscript
 from assistant.daemon.control import socket_path
 from assistant.hooks import Action, Kind, OnDisk
 
 ZERO = "0" * 40
-
-
-def node(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    git(path, "init", "-q")
-    assert annexsync("-C", str(path), "init", "--name", name).returncode == 0
-    return path
 
 
 def install(repo: Path) -> subprocess.CompletedProcess[str]:
@@ -331,7 +323,7 @@ def test_a_hook_without_the_package_or_any_python_still_runs_the_users_hook(
 def test_a_hand_commit_reaches_the_peer_at_once_through_the_hook(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     for repo in (a, b):  # no periodic work that could carry the commit instead
         git(repo, "config", "annexsync.fullsync", "0")
@@ -514,7 +506,7 @@ def test_git_commit_succeeds_at_once_whatever_state_the_assistant_is_in(
 def test_with_no_assistant_a_commit_is_synced_in_the_background_only_when_configured(
     tmp_path: Path,
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     install(a)
     log = a / ".git" / "annexsync" / "hooksync.log"

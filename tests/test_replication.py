@@ -8,15 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import Daemon, annexsync, commit_count, git, head_files, wait_until
-
-
-def node(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    git(path, "init", "-q")
-    assert annexsync("-C", str(path), "init", "--name", name).returncode == 0
-    return path
+from conftest import (
+    Daemon,
+    annexsync,
+    commit_count,
+    git,
+    head_files,
+    new_node,
+    nodes_with_one_start,
+    wait_until,
+)
 
 
 def head(path: Path) -> str:
@@ -35,7 +36,7 @@ def settled(*nodes: Path) -> None:
 def test_edits_on_either_node_reach_the_other_at_once(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     git(b, "remote", "add", "alpha", str(a))
     da, db = daemon_factory(a).start(), daemon_factory(b).start()
@@ -61,7 +62,7 @@ def test_edits_on_either_node_reach_the_other_at_once(
 def test_a_node_without_remotes_merges_what_a_peer_pushes_to_it(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     daemon_factory(a).start()
     daemon_factory(b).start()
@@ -76,7 +77,7 @@ def test_a_node_without_remotes_merges_what_a_peer_pushes_to_it(
 def test_what_arrived_while_the_assistant_was_down_is_merged_when_it_starts(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     (a / "early.txt").write_text("early\n")
     assert annexsync("-C", str(a), "sync").returncode == 0  # lands in beta's synced ref
@@ -90,7 +91,7 @@ def test_what_arrived_while_the_assistant_was_down_is_merged_when_it_starts(
 def test_concurrent_edits_of_one_file_converge_with_both_versions_kept(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     git(b, "remote", "add", "alpha", str(a))
     daemon_factory(a).start()
@@ -133,7 +134,7 @@ def take_lock(path: Path) -> bool:
 def test_a_merge_held_up_by_git_at_work_goes_ahead_once_git_is_done(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     git(a, "remote", "add", "beta", str(b))
     daemon_factory(a).start()
     db = daemon_factory(b).start()
@@ -163,7 +164,7 @@ def test_a_merge_held_up_by_git_at_work_goes_ahead_once_git_is_done(
 def test_a_remote_added_or_removed_while_the_assistant_runs_is_taken_into_account(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
+    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
     da = daemon_factory(a).start()
     daemon_factory(b).start()
     (a / "before.txt").write_text("made before the remote existed\n")
@@ -186,12 +187,7 @@ def test_a_remote_added_or_removed_while_the_assistant_runs_is_taken_into_accoun
 def test_a_file_being_written_when_a_peer_s_version_arrives_is_left_to_its_writer(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = node(tmp_path, "alpha"), node(tmp_path, "beta")
-    (a / "f.txt").write_text("base\n")
-    git(a, "add", "f.txt")
-    git(a, "commit", "-qm", "base")
-    git(b, "fetch", "-q", str(a), "HEAD")
-    git(b, "reset", "-q", "--hard", "FETCH_HEAD")
+    a, b = nodes_with_one_start(tmp_path, {"f.txt": "base\n"})
     git(a, "remote", "add", "beta", str(b))
     git(b, "remote", "add", "alpha", str(a))
     daemon_factory(a).start()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, annexsync, git, new_node, wait_until
+from conftest import Daemon, annexsync, git, new_node, nodes_with_one_start, wait_until
 
 from assistant.activity import Activity, progress, reporting_to
 from assistant.daemon.worker import RepoWorker
@@ -252,12 +252,7 @@ def big_history(tmp_path: Path, files: int, size: int) -> Path:
 def test_status_lists_commits_merges_kept_variants_and_lost_peers(
     tmp_path: Path, daemon_factory: Callable[[Path], Daemon]
 ) -> None:
-    a, b = new_node(tmp_path, "alpha"), new_node(tmp_path, "beta")
-    (a / "plan.md").write_text("base\n")
-    git(a, "add", "plan.md")
-    git(a, "commit", "-qm", "base")
-    git(b, "fetch", "-q", str(a), "HEAD")
-    git(b, "reset", "-q", "--hard", "FETCH_HEAD")
+    a, b = nodes_with_one_start(tmp_path, {"plan.md": "base\n"})
     (a / "plan.md").write_text("alpha's\n")
     (b / "plan.md").write_text("beta's\n")
     git(a, "remote", "add", "beta", str(b))

@@ -22,7 +22,7 @@ from itertools import combinations
 from pathlib import Path
 
 from conftest import ROOT
-from sshd_tools import SSHD, descendants, keygen, public_key
+from sshd_tools import SSHD, descendants, keygen, public_key, terminate
 
 from assistant.daemon.control import request, socket_path
 from soak.namespaces import Host, Link, MountSpace
@@ -122,12 +122,7 @@ class NodeSSHD:
                 for pid in descendants(self.proc.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+            terminate(self.proc)
         self.proc = None
 
 
